@@ -175,7 +175,8 @@ def plot_panels(actor: Actor, critic: Critic) -> plt.Figure:
     top.plot(s, -s, "k--", label="optimal -s")
     top.set_ylabel("action")
     top.legend()
-    bottom.plot(s, v, color="tab:green", label=f"critic (phi1 = {critic.phi1.item():.3f}, phi2 = {critic.phi2.item():.3f})")
+    phi = f"phi1 = {critic.phi1.item():.3f}, phi2 = {critic.phi2.item():.3f}"
+    bottom.plot(s, v, color="tab:green", label=f"critic ({phi})")
     bottom.plot(s, -(s**2), "k--", label="optimal -s^2")
     bottom.set_xlabel("state s")
     bottom.set_ylabel("value")
@@ -195,7 +196,8 @@ def train(args: Args) -> dict:
     print(f"device: {device}")
 
     writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
+    table = "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items())
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
 
     env = make_env(args, torch.Generator(device).manual_seed(args.seed), device)
     actor, critic = Actor(args.init_log_var).to(device), Critic().to(device)
@@ -204,7 +206,7 @@ def train(args: Args) -> dict:
 
     num_updates = args.total_timesteps // args.num_envs
     s = env.reset()
-    episode_return, last_return = torch.zeros(args.num_envs, device=device), float("nan")
+    episode_return, last_return, eval_return = torch.zeros(args.num_envs, device=device), float("nan"), float("nan")
     start_time = time.time()
     progress = tqdm(total=num_updates * args.num_envs, disable=None, unit="step")
     for update in range(1, num_updates + 1):
@@ -248,7 +250,7 @@ def train(args: Args) -> dict:
             writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
             writer.add_scalar("losses/critic_loss", critic_loss.item(), global_step)
             writer.add_scalar("charts/SPS", global_step / (time.time() - start_time), global_step)
-        if global_step % args.eval_every < args.num_envs:
+        if global_step % args.eval_every < args.num_envs or update == num_updates:
             eval_return = evaluate(actor, args.eval_episodes, args.episode_length, seed=args.seed + 10_000).mean()
             writer.add_scalar("eval/episodic_return", eval_return, global_step)
     progress.close()
@@ -257,7 +259,8 @@ def train(args: Args) -> dict:
     metrics["diverged"] = diverged
     metrics["charts/episodic_return"] = last_return
     metrics["global_step"] = global_step
-    metrics["eval/episodic_return"] = float(evaluate(actor, args.eval_episodes, args.episode_length, args.seed + 10_000).mean())
+    metrics["eval/episodic_return"] = float("nan") if diverged else float(eval_return)
+    metrics["charts/SPS"] = global_step / (time.time() - start_time)
     metrics["run_dir"] = f"runs/{run_name}"
     fig = plot_panels(actor, critic)
     fig.savefig(f"runs/{run_name}/panels.png", dpi=100)
@@ -269,7 +272,6 @@ def train(args: Args) -> dict:
                     "critic_optimizer": critic_optimizer.state_dict()}, path)
         print(f"model saved to {path}")
         metrics["model_path"] = path
-    writer.add_scalar("eval/episodic_return", metrics["eval/episodic_return"], global_step)
     writer.close()
     print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
     return metrics
