@@ -39,4 +39,5 @@ if __name__ == "__main__":
         print(f"{r['seed']:4d} {r['theta1']:8.4f} {r['phi1']:8.4f} {r['phi2']:8.4f} {r['eval/episodic_return']:9.3f}"
               f" {r['cpu_seconds']:6.2f}")
     for r in sweep:
-        print(f"actor_lr {r['actor_lr']}: theta1 {r['theta1']:.4f}, diverged {r['diverged']} at step {r['global_step']}")
+        print(f"actor_lr {r['actor_lr']}: theta1 {r['theta1']:.4f}, diverged {r['diverged']}"
+              f" at step {r['global_step']}")

@@ -1,0 +1,565 @@
+"""AlphaZero: one network f(s) = (p, v), PUCT tree search as the policy-improvement operator, and self-play.
+
+The chapter's AlphaZero section, on two built-in games (`--game`): tic-tac-toe (3x3, three in a row) and
+Connect Four (6x7, four in a row, stones drop down a column). A state is the board seen by the player to move
+(the canonical board: +1 own stones, -1 the opponent's), so one network plays both sides.
+
+Value signs. v(s) and a terminal value are the outcome for the player to move in s (+1 win, 0 draw, -1 loss);
+a finished game is always lost by the player to move, since the previous mover completed the line.
+The edge statistics N(s,a), W(s,a), Q(s,a) = W / N belong to the player choosing a in s, so a leaf value v
+found d moves below s counts as (-1)^d v for s: the last edge on a path gets -v, the one above it +v, ...
+
+The chapter's equations, and the line that realises each (search for the tag):
+    [net]     f_theta(s) = (p, v): residual conv trunk, policy logits (illegal moves masked), tanh value   Net
+    [puct]    a = argmax_a Q(s,a) + c_puct P(s,a) sqrt(N(s)) / (1 + N(s,a)),   N(s) = 1 + sum_b N(s,b)
+              (the simulation that expanded s counts as its first visit)                         puct
+    [backup]  N(s,a) += 1, W(s,a) += (-1)^d v along the path; terminal nodes use the game's result
+              (no network call), new non-terminal leaves of ALL games go through one forward pass  simulate
+    [noise]   P(root, a) <- (1 - eps) P + eps Dir(alpha) over the legal moves, at the root only    search
+    [pi-mcts] pi(a|s) = N(s,a)^(1/tau) / sum_b N(s,b)^(1/tau): moves are drawn at tau = 1 for the first
+              --temperature-moves moves of a game, at tau -> 0 (the most visited move) after; the
+              policy target is pi at tau = 1, as in AlphaZero's published pseudocode          choose_moves
+    [z]       z_t = the final result from the view of the player to move at step t                 train
+    [loss]    l = -pi^T log p + (z - v)^2 + c ||theta||^2 on random symmetries of positions from the
+              last --replay-window games (Adam's weight_decay adds 2c theta to the gradient)        update
+
+Self-play runs `--num-envs` games at once; a finished game is replaced by a new one at once, and every
+`--num-envs` finished games make one iteration: then replay_ratio * (new positions) / batch_size minibatch
+updates. charts/SPS counts searched positions per wall-clock second of self-play (training and evaluation
+not counted): every simulation adds one node, a position, to a tree. Evaluation (eval/<opponent>_win|draw|loss)
+plays the search at --simulations, without noise, taking the most visited move, against a random player, pure
+MCTS with --rollouts random rollouts per move and, on tic-tac-toe, a perfect memoised negamax player;
+eval/exhaustive_losses counts the opponent move sequences that beat the agent when the opponent tries every
+legal reply (the agent moving first and second).
+
+Run:  python alphazero.py                                  # tic-tac-toe, about one CPU-minute
+      python alphazero.py --game connect4 --save-model     # Connect Four (see benchmarks/alphazero.py)
+      python alphazero.py --play runs/<run>/alphazero.pt   # play a checkpoint in the terminal
+      tensorboard --logdir runs
+"""
+
+import os
+import random
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+GAMES = {  # the board, and the settings Args leaves to the game (fields that default to None)
+    "tictactoe": dict(rows=3, cols=3, win_length=3, gravity=False, total_games=3_072, simulations=32,
+                      temperature_moves=9),
+    "connect4": dict(rows=6, cols=7, win_length=4, gravity=True, total_games=10_000, simulations=64,
+                     temperature_moves=12),
+}
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (part of the run folder's name)"""
+    seed: int = 1
+    """seed of the experiment: the same seed on the same machine gives the same run"""
+    torch_deterministic: bool = True
+    """make torch pick deterministic algorithms"""
+    cuda: bool = True
+    """use CUDA when it is available (falls back to the CPU otherwise)"""
+    threads: int = 1
+    """torch CPU threads (1 keeps runs side by side from fighting over cores)"""
+    save_model: bool = False
+    """save a checkpoint (network, optimizer, Args) to runs/<run>/alphazero.pt"""
+    game: str = "tictactoe"
+    """the game: tictactoe or connect4"""
+    rows: int | None = None
+    """board rows (None: the game's, 3 or 6)"""
+    cols: int | None = None
+    """board columns (None: the game's, 3 or 7)"""
+    win_length: int | None = None
+    """stones in a row that win (None: the game's, 3 or 4)"""
+    total_games: int | None = None
+    """the training budget, in self-play games (None: tictactoe 3072, connect4 10000); it replaces
+    total_timesteps, since a game's length is not fixed. global_step counts finished self-play games"""
+    num_envs: int = 64
+    """self-play games played at once; the leaves of all their searches go through one forward pass"""
+    simulations: int | None = None
+    """simulations per move (None: tictactoe 32, connect4 64); also the agent's search in evaluation and --play"""
+    c_puct: float = 1.5
+    """c_puct: weight of the exploration term in the PUCT rule"""
+    dirichlet_alpha: float | None = None
+    """alpha of the root noise Dir(alpha) (None: 10 / number of moves, AlphaZero's scaling: 1.1 and 1.4 here)"""
+    dirichlet_epsilon: float = 0.25
+    """epsilon: weight of the Dirichlet noise in the root priors (0 turns the noise off)"""
+    temperature_moves: int | None = None
+    """moves of each game played with tau = 1 (sampled by visit count); greedy after (None: tictactoe 9, connect4 12)"""
+    replay_window: int = 2_000
+    """the replay window: positions of the most recent this many self-play games"""
+    replay_ratio: float = 4.0
+    """minibatch samples per new self-play position: each iteration makes ratio * new positions / batch_size updates"""
+    batch_size: int = 256
+    """positions per minibatch (each under a random symmetry of the board)"""
+    lr: float = 2e-3
+    """Adam's learning rate"""
+    weight_decay: float = 1e-4
+    """Adam's L2 weight decay: 2c for the loss's c ||theta||^2"""
+    channels: int = 32
+    """channels of the residual trunk"""
+    blocks: int = 3
+    """residual blocks of the trunk"""
+    eval_every: int = 1_024
+    """evaluate every this many self-play games (and once at the end)"""
+    eval_games: int = 100
+    """games per opponent in each evaluation, half with the agent moving first"""
+    rollouts: int = 100
+    """simulations (one random rollout each) per move of the pure-MCTS opponent"""
+    play: str | None = None
+    """a checkpoint to play against in the terminal, instead of training (it brings its own game and settings)"""
+    play_first: bool = True
+    """with --play: you move first (X); --no-play-first lets the agent open"""
+
+    def __post_init__(self):
+        if self.game not in GAMES:
+            sys.exit(f"error: unknown --game {self.game!r}: choose one of {', '.join(GAMES)}")
+        for name, value in GAMES[self.game].items():
+            if getattr(self, name, False) is None:  # a field left to the game (gravity is no field)
+                setattr(self, name, value)
+        if self.dirichlet_alpha is None:
+            self.dirichlet_alpha = 10 / (self.cols if GAMES[self.game]["gravity"] else self.rows * self.cols)
+        for name in ("rows", "cols", "win_length", "total_games", "num_envs", "simulations", "c_puct", "threads",
+                     "dirichlet_alpha", "replay_window", "replay_ratio", "batch_size", "lr", "channels", "blocks",
+                     "eval_every", "eval_games", "rollouts"):
+            if not getattr(self, name) > 0:
+                sys.exit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.dirichlet_epsilon <= 1:
+            sys.exit(f"error: --dirichlet-epsilon must be in [0, 1], got {self.dirichlet_epsilon}")
+        for name in ("temperature_moves", "weight_decay"):
+            if getattr(self, name) < 0:
+                sys.exit(f"error: --{name.replace('_', '-')} must be non-negative, got {getattr(self, name)}")
+        if self.win_length > max(self.rows, self.cols):
+            sys.exit(f"error: --win-length {self.win_length} does not fit a {self.rows}x{self.cols} board")
+        if self.play is not None and not os.path.isfile(self.play):
+            sys.exit(f"error: --play checkpoint not found: {self.play}")
+
+
+class Game:
+    """k in a row on a rows x cols board; with gravity a move is a column and the stone drops to its lowest
+    empty cell (Connect Four), else a move is a cell. Every method takes a batch of flat int8 canonical boards."""
+
+    def __init__(self, rows: int, cols: int, win_length: int, gravity: bool):
+        self.rows, self.cols, self.gravity = rows, cols, gravity
+        self.num_cells, self.num_actions = rows * cols, cols if gravity else rows * cols
+        cells, k = np.arange(rows * cols).reshape(rows, cols), np.arange(win_length)
+        self.lines = np.array([cells[r + dr * k, c + dc * k] for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1))
+                               for r in range(rows) for c in range(cols)  # every line of every direction
+                               if 0 <= r + dr * (win_length - 1) < rows and 0 <= c + dc * (win_length - 1) < cols])
+        maps = [lambda x: x, np.fliplr]  # board symmetries; gravity keeps only the mirror image
+        if not gravity:
+            maps += [np.flipud, lambda x: np.rot90(x, 2)]
+            if rows == cols:
+                maps += [np.rot90, lambda x: np.rot90(x, 3), np.transpose, lambda x: np.rot90(x, 2).T]
+        # symmetry s: board'[j] = board[cell_perms[s, j]] and pi'[j] = pi[action_perms[s, j]]; row 0 of a mapped
+        # cell grid holds the column numbers, which are the moves of a gravity game
+        self.cell_perms = np.array([m(cells).ravel() for m in maps])
+        self.action_perms = self.cell_perms[:, :cols] if gravity else self.cell_perms
+
+    def initial_state(self, n: int = 1) -> np.ndarray:
+        return np.zeros((n, self.num_cells), np.int8)
+
+    def legal_moves(self, boards: np.ndarray) -> np.ndarray:
+        return boards[:, : self.cols] == 0 if self.gravity else boards == 0  # gravity: the column's top is free
+
+    def next_state(self, boards: np.ndarray, moves: np.ndarray) -> np.ndarray:
+        """Play `moves`; the result is seen by the next player to move, so the board is negated."""
+        n, cells = len(boards), moves
+        if self.gravity:  # the lowest empty cell of the column
+            empty = (boards.reshape(n, self.rows, self.cols)[np.arange(n), :, moves] == 0).sum(1)
+            cells = (empty - 1) * self.cols + moves
+        after = -boards
+        after[np.arange(n), cells] = -1  # the mover's stone, seen from the other side
+        return after
+
+    def terminal_value(self, boards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(done, value for the player to move): -1 when the previous mover has a line, 0 for a full board."""
+        lost = (boards[:, self.lines] == -1).all(2).any(1)
+        return lost | (boards != 0).all(1), np.where(lost, -1.0, 0.0).astype(np.float32)
+
+    def symmetry(self, boards: np.ndarray, pis: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Symmetry s[i] of board i and, relabelled alike, of its move distribution pi_i."""
+        return np.take_along_axis(boards, self.cell_perms[s], 1), np.take_along_axis(pis, self.action_perms[s], 1)
+
+    def show(self, board: np.ndarray) -> str:
+        """The board with X (first player) and O; free cells (tic-tac-toe) or columns (Connect Four) numbered."""
+        absolute = board if (board != 0).sum() % 2 == 0 else -board  # +1 = X
+        marks = [{1: "X", -1: "O"}.get(v, "." if self.gravity else str(i + 1)) for i, v in enumerate(absolute)]
+        rows = [" ".join(marks[r * self.cols: (r + 1) * self.cols]) for r in range(self.rows)]
+        return "\n".join(rows + ([" ".join(str(c + 1) for c in range(self.cols))] if self.gravity else []))
+
+
+def make_env(game: str, rows: int, cols: int, win_length: int) -> Game:
+    return Game(rows, cols, win_length, GAMES[game]["gravity"])
+
+
+class Net(nn.Module):
+    """f(s) = (p, v): a residual conv trunk, policy logits over moves (illegal ones masked), a value in [-1, 1]."""
+
+    def __init__(self, game: Game, channels: int, blocks: int):
+        super().__init__()
+        self.shape = (game.rows, game.cols)
+        conv = lambda inp, out, k: nn.Sequential(nn.Conv2d(inp, out, k, padding=k // 2, bias=False),
+                                                 nn.BatchNorm2d(out))
+        self.stem = nn.Sequential(conv(2, channels, 3), nn.ReLU())
+        self.blocks = nn.ModuleList(nn.Sequential(conv(channels, channels, 3), nn.ReLU(), conv(channels, channels, 3))
+                                    for _ in range(blocks))
+        self.policy = nn.Sequential(conv(channels, 2, 1), nn.ReLU(), nn.Flatten(),
+                                    nn.Linear(2 * game.num_cells, game.num_actions))
+        self.value = nn.Sequential(conv(channels, 1, 1), nn.ReLU(), nn.Flatten(), nn.Linear(game.num_cells, channels),
+                                   nn.ReLU(), nn.Linear(channels, 1), nn.Tanh())
+
+    def forward(self, boards: torch.Tensor, legal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.stack((boards == 1, boards == -1), 1).float().view(-1, 2, *self.shape)  # own, opponent planes
+        x = self.stem(x)
+        for block in self.blocks:
+            x = torch.relu(x + block(x))
+        logits = self.policy(x).masked_fill(~legal, torch.finfo(x.dtype).min)  # [net]; finite: 0 * log p = 0
+        return logits, self.value(x).squeeze(1)
+
+
+def net_evaluator(net: Net, game: Game, batched: bool = True):
+    """Leaf evaluator boards -> (priors, values) from f(s); batched: one forward pass for all boards, else one
+    pass per board (the slow way, kept for the speed comparison and its test). Call net.eval() first."""
+    device = next(net.parameters()).device
+
+    @torch.no_grad()
+    def evaluate_leaves(boards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        b, legal = torch.from_numpy(boards).to(device), torch.from_numpy(game.legal_moves(boards)).to(device)
+        outs = [net(b, legal)] if batched else [net(b[i: i + 1], legal[i: i + 1]) for i in range(len(b))]
+        logits, values = (torch.cat(x) for x in zip(*outs))
+        return torch.softmax(logits, 1).cpu().numpy(), values.cpu().numpy()
+
+    return evaluate_leaves
+
+
+def random_moves(game: Game, boards: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random legal move for each board."""
+    return np.where(game.legal_moves(boards), rng.random((len(boards), game.num_actions)), -1).argmax(1)
+
+
+def rollout_evaluator(game: Game, rng: np.random.Generator):
+    """Pure MCTS's leaf evaluator: uniform priors, and the result of one random playout from each board."""
+
+    def evaluate_leaves(boards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        legal = game.legal_moves(boards)
+        values, sign, active = np.zeros(len(boards), np.float32), np.ones(len(boards)), np.arange(len(boards))
+        boards = boards.copy()
+        while len(active):
+            boards[active] = game.next_state(boards[active], random_moves(game, boards[active], rng))
+            sign[active] *= -1  # the value flips to the other side with every move
+            done, value = game.terminal_value(boards[active])
+            values[active[done]] = sign[active[done]] * value[done]
+            active = active[~done]
+        return legal / legal.sum(1, keepdims=True), values
+
+    return evaluate_leaves
+
+
+class Tree:
+    """The search trees of a batch of games as arrays: [g, n] is node n of game g (node 0 the root), and the last
+    axis of an edge array runs over moves. Each simulation adds at most one node: simulations + 1 slots."""
+
+    def __init__(self, game: Game, roots: np.ndarray, simulations: int):
+        shape, edges = (len(roots), simulations + 1), (len(roots), simulations + 1, game.num_actions)
+        self.board = np.zeros((*shape, game.num_cells), np.int8)
+        self.legal = np.zeros(edges, bool)
+        self.N, self.W, self.P = np.zeros(edges, np.float32), np.zeros(edges, np.float32), np.zeros(edges, np.float32)
+        self.child = np.full(edges, -1, np.int64)  # node number of the child, -1 until a simulation creates it
+        self.terminal, self.value = np.zeros(shape, bool), np.zeros(shape, np.float32)  # value: terminal nodes only
+        self.size = np.ones(len(roots), np.int64)
+        self.board[:, 0], self.legal[:, 0] = roots, game.legal_moves(roots)
+
+
+def puct(N: np.ndarray, W: np.ndarray, P: np.ndarray, legal: np.ndarray, c_puct: float) -> np.ndarray:
+    """Q(s,a) + c_puct P(s,a) sqrt(N(s)) / (1 + N(s,a)) over the last axis; Q = 0 for unvisited edges."""
+    Q = W / np.maximum(N, 1)
+    U = Q + c_puct * P * np.sqrt(1 + N.sum(-1, keepdims=True)) / (1 + N)  # [puct]
+    return np.where(legal, U, -np.inf)
+
+
+def simulate(tree: Tree, game: Game, evaluate_leaves, c_puct: float):
+    """One simulation in every tree at once: select down to a new or a terminal node, evaluate the new
+    non-terminal leaves of all trees in one call, back the values up the paths."""
+    games = np.arange(len(tree.size))
+    node, depth, path, active = np.zeros_like(games), np.zeros_like(games), [], games
+    while len(active):
+        n = node[active]
+        a = puct(tree.N[active, n], tree.W[active, n], tree.P[active, n], tree.legal[active, n], c_puct).argmax(1)
+        path.append((active, n, a))
+        child = tree.child[active, n, a]
+        new = child < 0
+        g, created = active[new], tree.size[active[new]]
+        tree.size[g] += 1
+        tree.child[g, n[new], a[new]] = child[new] = created
+        tree.board[g, created] = game.next_state(tree.board[g, n[new]], a[new])
+        tree.terminal[g, created], tree.value[g, created] = game.terminal_value(tree.board[g, created])
+        tree.legal[g, created] = game.legal_moves(tree.board[g, created])
+        node[active], depth[active] = child, depth[active] + 1
+        active = active[~(new | tree.terminal[active, child])]  # existing non-terminal nodes: go on down
+    values, leaf = tree.value[games, node], ~tree.terminal[games, node]  # terminal: the result, no network call
+    if leaf.any():
+        tree.P[games[leaf], node[leaf]], values[leaf] = evaluate_leaves(tree.board[games[leaf], node[leaf]])
+    for d, (g, n, a) in enumerate(path):  # [backup] the edge d moves below the root, of a path of depth edges
+        tree.N[g, n, a] += 1
+        tree.W[g, n, a] += (-1.0) ** (depth[g] - d) * values[g]  # -v for the last edge, +v above it, ...
+
+
+def search(game: Game, roots: np.ndarray, evaluate_leaves, simulations: int, c_puct: float,
+           noise: tuple[float, float] | None = None, rng: np.random.Generator | None = None) -> Tree:
+    """PUCT search from a batch of non-terminal boards; the root visit counts are tree.N[:, 0].
+    noise = (alpha, epsilon) mixes Dirichlet noise into the root priors (only there)."""
+    tree = Tree(game, roots, simulations)
+    tree.P[:, 0] = evaluate_leaves(roots)[0]
+    if noise is not None:
+        gamma = rng.gamma(noise[0], size=tree.P[:, 0].shape) * tree.legal[:, 0]  # Dir(alpha) = normalised Gammas
+        tree.P[:, 0] = (1 - noise[1]) * tree.P[:, 0] + noise[1] * gamma / gamma.sum(1, keepdims=True)  # [noise]
+    for _ in range(simulations):
+        simulate(tree, game, evaluate_leaves, c_puct)
+    return tree
+
+
+def choose_moves(counts: np.ndarray, explore: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(moves, policy targets): a ~ pi at tau = 1 (pi = N / sum N) where `explore`, else tau -> 0 (the most visited
+    move); the target is pi at tau = 1 either way, as in AlphaZero's published pseudocode."""
+    pi = (counts / counts.sum(1, keepdims=True)).astype(np.float32)  # [pi-mcts] tau = 1
+    sampled = (pi.cumsum(1) > rng.random((len(counts), 1)) * pi.sum(1, keepdims=True)).argmax(1)
+    return np.where(explore, sampled, counts.argmax(1)), pi  # tau -> 0: the argmax
+
+
+def update(net: Net, optimizer: torch.optim.Optimizer, window: deque, steps: int, game: Game, args: Args,
+           rng: np.random.Generator) -> tuple[float, float]:
+    """`steps` minibatch updates of the loss on random symmetries of positions from the replay window."""
+    boards, pis, zs = (np.concatenate(column) for column in zip(*window))
+    device = next(net.parameters()).device
+    net.train()
+    for _ in range(steps):
+        i = rng.integers(len(boards), size=args.batch_size)
+        b, pi = game.symmetry(boards[i], pis[i], rng.integers(len(game.cell_perms), size=args.batch_size))
+        b, legal, pi, z = (torch.from_numpy(x).to(device) for x in (b, game.legal_moves(b), pi, zs[i]))
+        logits, v = net(b, legal)
+        policy_loss, value_loss = F.cross_entropy(logits, pi), F.mse_loss(v, z)  # [loss]
+        optimizer.zero_grad()
+        (policy_loss + value_loss).backward()
+        optimizer.step()
+    return policy_loss.item(), value_loss.item()
+
+
+def agent_moves(game: Game, net: Net, args: Args, boards: np.ndarray) -> np.ndarray:
+    """The agent in evaluation and --play: its search at args.simulations, no noise, the most visited move."""
+    return search(game, boards, net_evaluator(net, game), args.simulations, args.c_puct).N[:, 0].argmax(1)
+
+
+def perfect_moves(game: Game, boards: np.ndarray, rng: np.random.Generator, memo: dict) -> np.ndarray:
+    """A uniformly random optimal move per board, by memoised negamax (tic-tac-toe sized boards only)."""
+    return np.array([rng.choice(np.flatnonzero(v == v.max())) for v in (move_values(game, b, memo) for b in boards)])
+
+
+def move_values(game: Game, board: np.ndarray, memo: dict) -> np.ndarray:
+    """Negamax: the value of each move for the player to move (-inf for illegal ones), perfect play after it."""
+    key = board.tobytes()
+    if key not in memo:
+        moves = np.flatnonzero(game.legal_moves(board[None])[0])
+        children = game.next_state(np.repeat(board[None], len(moves), 0), moves)
+        done, value = game.terminal_value(children)
+        memo[key] = np.full(game.num_actions, -np.inf)
+        memo[key][moves] = [-(v if d else move_values(game, c, memo).max()) for c, d, v in zip(children, done, value)]
+    return memo[key]
+
+
+def play_games(game: Game, agent, opponent, agent_first: np.ndarray) -> np.ndarray:
+    """Games at once between two move functions (boards -> moves); the agent's results, +1 win 0 draw -1 loss."""
+    boards, results = game.initial_state(len(agent_first)), np.zeros(len(agent_first))
+    agent_turn, active = agent_first.copy(), np.arange(len(agent_first))
+    while len(active):
+        mine, theirs = active[agent_turn[active]], active[~agent_turn[active]]
+        moves = np.zeros(len(boards), np.int64)
+        if len(mine):
+            moves[mine] = agent(boards[mine])
+        if len(theirs):
+            moves[theirs] = opponent(boards[theirs])
+        boards[active] = game.next_state(boards[active], moves[active])
+        done, value = game.terminal_value(boards[active])  # value: for the side to move, the one that did not move
+        results[active] = np.where(agent_turn[active], -value, value)
+        agent_turn[active] = ~agent_turn[active]
+        active = active[~done]
+    return results
+
+
+def exhaustive_losses(game: Game, agent, agent_first: bool) -> int:
+    """Opponent move sequences that beat the agent when the opponent tries every legal reply at every turn."""
+    boards, agent_turn, losses = game.initial_state(1), agent_first, 0
+    while len(boards):
+        if agent_turn:
+            boards = game.next_state(boards, agent(boards))
+        else:
+            parent, moves = np.nonzero(game.legal_moves(boards))
+            boards = game.next_state(boards[parent], moves)
+        done, value = game.terminal_value(boards)
+        losses += int((value[done] < 0).sum()) if not agent_turn else 0  # the agent to move, and lost
+        boards, agent_turn = boards[~done], not agent_turn
+    return losses
+
+
+def load(path: str) -> tuple[Net, Args]:
+    checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+    args = Args(**checkpoint["args"])
+    net = Net(make_env(args.game, args.rows, args.cols, args.win_length), args.channels, args.blocks)
+    net.load_state_dict(checkpoint["net"])
+    return net.eval(), args
+
+
+def evaluate(net: Net | str, opponent: str, games: int, seed: int, args: Args | None = None) -> np.ndarray:
+    """The agent's results (+1, 0, -1) in `games` games against 'random', 'mcts' (--rollouts random rollouts
+    per move) or 'minimax' (perfect play), the agent first in the even-numbered games. `net` may be a checkpoint
+    path (it brings its Args); otherwise pass the run's Args."""
+    if isinstance(net, str):
+        net, args = load(net)
+    game, rng = make_env(args.game, args.rows, args.cols, args.win_length), np.random.default_rng(seed)
+    net.eval()
+    memo = {}
+    opponents = {
+        "random": lambda b: random_moves(game, b, rng),
+        "mcts": lambda b: search(game, b, rollout_evaluator(game, rng), args.rollouts, args.c_puct).N[:, 0].argmax(1),
+        "minimax": lambda b: perfect_moves(game, b, rng, memo),
+    }
+    agent = lambda boards: agent_moves(game, net, args, boards)
+    return play_games(game, agent, opponents[opponent], np.arange(games) % 2 == 0)
+
+
+def log_evaluation(net: Net, game: Game, args: Args, global_step: int, writer: SummaryWriter) -> dict:
+    """Win, draw and loss rates against each opponent; on tic-tac-toe also the exhaustive check."""
+    perfect_play = args.game == "tictactoe" and args.rows * args.cols <= 9  # negamax is cheap only here
+    metrics = {}
+    for k, opponent in enumerate(["random", "mcts"] + ["minimax"] * perfect_play):
+        results = evaluate(net, opponent, args.eval_games, args.seed + 10_000 * (k + 1), args)
+        for outcome, rate in (("win", results > 0), ("draw", results == 0), ("loss", results < 0)):
+            metrics[f"eval/{opponent}_{outcome}"] = float(rate.mean())
+    if perfect_play:
+        agent = lambda boards: agent_moves(game, net, args, boards)
+        metrics["eval/exhaustive_losses"] = sum(exhaustive_losses(game, agent, first) for first in (True, False))
+    for tag, value in metrics.items():
+        writer.add_scalar(tag, value, global_step)
+    return metrics
+
+
+def play(path: str, human_first: bool):
+    """Play a checkpoint in the terminal: the board is shown, moves are read from stdin, an illegal one is refused."""
+    net, args = load(path)
+    game = make_env(args.game, args.rows, args.cols, args.win_length)
+    board, human_turn, kind = game.initial_state(), human_first, "column" if game.gravity else "cell"
+    print(f"{args.game}: you play {'X' if human_first else 'O'}; a move is a {kind} from 1 to {game.num_actions}")
+    while True:
+        print(game.show(board[0]))
+        done, value = game.terminal_value(board)
+        if done[0]:
+            print("draw" if value[0] == 0 else "you lose" if human_turn else "you win")
+            return
+        if human_turn:
+            try:
+                text = input("your move: ").strip()
+            except EOFError:
+                print("no more input: the game is left unfinished")
+                return
+            move = int(text) - 1 if text.isdigit() else -1
+            if not (0 <= move < game.num_actions and game.legal_moves(board)[0, move]):
+                print(f"illegal move {text!r}: choose a free {kind} from 1 to {game.num_actions}")
+                continue
+        else:
+            move = agent_moves(game, net, args, board)[0]
+            print(f"the agent plays {move + 1}")
+        board, human_turn = game.next_state(board, np.array([move])), not human_turn
+
+
+def train(args: Args) -> dict:
+    run_name = f"{args.game}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    print(f"device: {device}")
+
+    writer = SummaryWriter(f"runs/{run_name}")
+    table = "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items())
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+
+    game = make_env(args.game, args.rows, args.cols, args.win_length)
+    net = Net(game, args.channels, args.blocks).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    rng, evaluate_leaves = np.random.default_rng(args.seed), net_evaluator(net, game)
+    noise = (args.dirichlet_alpha, args.dirichlet_epsilon) if args.dirichlet_epsilon > 0 else None
+
+    boards, moves_played = game.initial_state(args.num_envs), np.zeros(args.num_envs, np.int64)
+    histories = [[] for _ in range(args.num_envs)]  # (board, pi) of each game in progress
+    window = deque(maxlen=args.replay_window)  # the replay window: (boards, pis, zs) of finished games
+    recent = deque(maxlen=100)  # (length, drawn) of the latest finished games
+    games, new_positions, searched, search_time, next_update, charts, metrics = 0, 0, 0, 0.0, args.num_envs, {}, {}
+    progress = tqdm(total=args.total_games, disable=None, unit="game")
+    while games < args.total_games:
+        start = time.perf_counter()
+        net.eval()
+        tree = search(game, boards, evaluate_leaves, args.simulations, args.c_puct, noise, rng)
+        moves, pi = choose_moves(tree.N[:, 0], moves_played < args.temperature_moves, rng)
+        for g in range(args.num_envs):
+            histories[g].append((boards[g], pi[g]))
+        boards, moves_played = game.next_state(boards, moves), moves_played + 1
+        done, value = game.terminal_value(boards)
+        for g in np.flatnonzero(done):  # record the finished game, start a new one in its slot
+            length = len(histories[g])
+            z = value[g] * (-1.0) ** (length - np.arange(length))  # [z] the side to move flips with every move
+            played, targets = (np.stack(column) for column in zip(*histories[g]))
+            window.append((played, targets, z.astype(np.float32)))
+            recent.append((length, value[g] == 0))
+            histories[g], boards[g], moves_played[g] = [], 0, 0
+            games, new_positions = games + 1, new_positions + length
+        searched += args.num_envs * args.simulations
+        search_time += time.perf_counter() - start
+        progress.update(int(done.sum()))
+
+        if games >= next_update:  # an iteration: num_envs more finished games
+            next_update += args.num_envs
+            steps = max(1, round(args.replay_ratio * new_positions / args.batch_size))
+            policy_loss, value_loss = update(net, optimizer, window, steps, game, args, rng)
+            new_positions = 0
+            charts = {"losses/policy_loss": policy_loss, "losses/value_loss": value_loss,
+                      "charts/SPS": searched / search_time,  # searched positions per second of self-play
+                      "charts/episodic_length": float(np.mean([r[0] for r in recent])),
+                      "charts/draw_rate": float(np.mean([r[1] for r in recent]))}
+            for tag, scalar in charts.items():
+                writer.add_scalar(tag, scalar, games)
+            progress.set_postfix(SPS=f"{charts['charts/SPS']:.0f}", loss=f"{policy_loss + value_loss:.3f}")
+        if games // args.eval_every > (games - int(done.sum())) // args.eval_every or games >= args.total_games:
+            metrics = log_evaluation(net, game, args, games, writer)
+    progress.close()
+
+    metrics |= charts | {"global_step": games, "run_dir": f"runs/{run_name}"}
+    if args.save_model:
+        path = f"runs/{run_name}/{args.exp_name}.pt"
+        torch.save({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "args": asdict(args)}, path)
+        print(f"model saved to {path}")
+        metrics["model_path"] = path
+    writer.close()
+    print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+    return metrics
+
+
+if __name__ == "__main__":
+    cli_args = tyro.cli(Args)
+    if cli_args.play:
+        play(cli_args.play, cli_args.play_first)
+    else:
+        train(cli_args)

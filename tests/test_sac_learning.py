@@ -1,0 +1,15 @@
+"""SAC learns Pendulum-v1 with its real defaults (256x256 networks, batch 256, lr 3e-4, one update per env step,
+5000 random steps before learning). Its own file, so that pytest-xdist runs it beside tests/test_sac.py."""
+
+import pytest
+from helpers import read_scalars
+
+from sac import Args, train
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_learns_pendulum_within_10k_steps(seed):
+    metrics = train(Args(env_id="Pendulum-v1", total_timesteps=10_000, eval_every=5_000, seed=seed, cuda=False))
+    evals = dict(read_scalars(metrics["run_dir"])["eval/episodic_return"])
+    assert evals[5_000] < -900  # the uniform-random phase: the untrained actor swings, it does not balance
+    assert metrics["eval/episodic_return"] >= -250, metrics  # mean of 10 deterministic episodes at step 10k
