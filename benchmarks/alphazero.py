@@ -5,9 +5,11 @@
     python benchmarks/alphazero.py --part tictactoe    # seeds 1-5 at the defaults, checked against every reply (~3)
     python benchmarks/alphazero.py --part connect4     # the 30 CPU-minute Connect Four run and its evaluation,
     python benchmarks/alphazero.py --part strength     #   which ends with this: its agent against stronger MCTS
+    python benchmarks/alphazero.py --part connect4-long  # the long run: 30,000 games (~70 CPU-min), then the same
 
 Outputs in benchmarks/results/: alphazero_speed.json, alphazero_tictactoe.json, alphazero_connect4.json and
-alphazero_connect4.png (win rates against random and pure MCTS with 100 rollouts, by self-play games).
+alphazero_connect4.png (win rates against random and pure MCTS with 100 rollouts, by self-play games); the long
+run writes alphazero_connect4_long.json and .png.
 """
 
 import argparse
@@ -110,19 +112,21 @@ def tictactoe():
         json.dump({"trained": rows, "untrained_losing_lines_first_second": untrained}, f, indent=1)
 
 
-def connect4():
-    args = alphazero.Args(game="connect4", cuda=False, save_model=True, eval_every=2_500, eval_games=200)
+def connect4(total_games=10_000, name="alphazero_connect4"):
+    args = alphazero.Args(game="connect4", cuda=False, save_model=True, total_games=total_games,
+                          eval_every=total_games // 4, eval_games=200)
     metrics, train_cpu, eval_cpu = timed_train(args)
     accumulator = EventAccumulator(metrics["run_dir"], size_guidance={"scalars": 0})
     accumulator.Reload()
     curve = {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]
              if tag.startswith("eval/")}
-    result = {"command": "python benchmarks/alphazero.py --part connect4", "args": vars(args) | {"play": None},
+    part = "connect4" if name == "alphazero_connect4" else "connect4-long"
+    result = {"command": f"python benchmarks/alphazero.py --part {part}", "args": vars(args) | {"play": None},
               "train_cpu_s": train_cpu, "eval_cpu_s": eval_cpu, "games": metrics["global_step"],
               "final": {k: v for k, v in metrics.items() if k.startswith(("eval/", "charts/"))}, "curve": curve,
               "model_path": os.path.abspath(metrics["model_path"])}
     print(json.dumps(result["final"]), f"train CPU {train_cpu:.0f} s, evaluation CPU {eval_cpu:.0f} s", flush=True)
-    with open(os.path.join(OUT, "alphazero_connect4.json"), "w") as f:
+    with open(os.path.join(OUT, f"{name}.json"), "w") as f:
         json.dump(result, f, indent=1)
     fig, ax = plt.subplots(figsize=(6, 4))
     for opponent, color in (("random", "tab:blue"), ("mcts", "tab:red")):
@@ -134,13 +138,13 @@ def connect4():
     ax.set_title(f"Connect Four, {train_cpu / 60:.0f} CPU-minutes of training")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(os.path.join(OUT, "alphazero_connect4.png"), dpi=100)
-    strength()
+    fig.savefig(os.path.join(OUT, f"{name}.png"), dpi=100)
+    strength(name)
 
 
-def strength():
+def strength(name="alphazero_connect4"):
     """The trained Connect Four agent against stronger pure MCTS: 400 and 1000 rollouts per move, 100 games each."""
-    with open(os.path.join(OUT, "alphazero_connect4.json")) as f:
+    with open(os.path.join(OUT, f"{name}.json")) as f:
         result = json.load(f)
     net, args = alphazero.load(result["model_path"])
     result["stronger_mcts"] = {}
@@ -151,16 +155,19 @@ def strength():
         result["stronger_mcts"][rollouts] = {"win": float(np.mean(outcomes > 0)), "draw": float(np.mean(outcomes == 0)),
                                              "loss": float(np.mean(outcomes < 0)), "cpu_s": time.process_time() - start}
         print(f"vs pure MCTS with {rollouts} rollouts:", result["stronger_mcts"][rollouts], flush=True)
-    with open(os.path.join(OUT, "alphazero_connect4.json"), "w") as f:
+    with open(os.path.join(OUT, f"{name}.json"), "w") as f:
         json.dump(result, f, indent=1)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("speed", "tictactoe", "connect4", "strength", "all"), default="all")
+    parser.add_argument("--part", choices=("speed", "tictactoe", "connect4", "strength", "connect4-long", "all"),
+                        default="all")
     part = parser.parse_args().part
     torch.set_num_threads(1)
     os.makedirs(OUT, exist_ok=True)
-    for name, run in (("speed", speed), ("tictactoe", tictactoe), ("connect4", connect4), ("strength", strength)):
-        if part == name or (part == "all" and name != "strength"):  # connect4 ends with strength
+    parts = (("speed", speed), ("tictactoe", tictactoe), ("connect4", connect4), ("strength", strength),
+             ("connect4-long", lambda: connect4(30_000, "alphazero_connect4_long")))
+    for name, run in parts:
+        if part == name or (part == "all" and name not in ("strength", "connect4-long")):  # connect4 ends with strength
             run()
