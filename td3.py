@@ -9,9 +9,9 @@ The chapter's equations, and the line that realises each (search for the tag):
     [smoothing]   a' = clip(mu_theta'(s') + clip(eps, -c, c) * scale, low, high),  eps ~ N(0, sigma'^2)
                                                                                    smoothed_target_action
     [target]      y = r + gamma (1 - terminated) min_{i=1,2} Q_phi'_i(s', a')  (clipped double-Q)   td_target
-    [critic-loss] L(phi_1, phi_2) = sum_i E[(Q_phi_i(s, a) - y)^2]                              critic_loss
+    [critic-loss] L(phi_1, phi_2) = sum_i E[(Q_phi_i(s, a) - y)^2]                            update_critic
     [dpg]         grad_theta J = E[grad_a Q_phi_1(s, a)|_{a = mu_theta(s)} grad_theta mu_theta(s)]: the actor
-                  minimises -Q_phi_1(s, mu_theta(s)), the chain rule runs through the critic        actor_loss
+                  minimises -Q_phi_1(s, mu_theta(s)), the chain rule runs through the critic      update_actor
     [delayed]     the actor and all targets are updated once every `policy_frequency` critic updates    train
     [polyak]      theta' <- tau theta + (1 - tau) theta',  phi'_i <- tau phi_i + (1 - tau) phi'_i  polyak_update
 "scale" and "low, high" are the action space's half-width and bounds: the actor's tanh output in [-1, 1] is
@@ -27,8 +27,10 @@ Speed (one update per env step costs a few matrix products of 256 x 256; the res
   - the target actor and the target critics run once per update; the actor update runs only the first critic,
     with its weights detached, so no weight gradients are computed for the critics there;
   - Adam is `fused` (one kernel for all weights); target updates are one torch._foreach_lerp_ per network;
-  - --compile wraps the two losses (forward and backward) in torch.compile;
-  - the replay buffer lives on the training device; losses are read back (a host sync) only when logged.
+  - --compile runs the update functions (losses, backward and optimizer step) through torch.compile; with
+    --cudagraphs (GPU only) they are also replayed as CUDA graphs (fused Adam keeps its step count on the device);
+  - the replay buffer lives on the training device; losses are read back (a host sync) only every --log-every
+    env steps. benchmarks/speed.py measures all of it.
 
 Run:  python td3.py --env-id Hopper-v4                  # the 1M-step MuJoCo benchmark (hours on a CPU)
       python td3.py --env-id Pendulum-v1 --total-timesteps 15000 --learning-starts 1000   # minutes on a CPU
@@ -87,8 +89,7 @@ class Args:
     batch_size: int = 256
     """transitions per gradient update, sampled uniformly from the replay buffer"""
     learning_starts: int = 25_000
-    """env steps (all envs together) of uniformly random actions before learning starts (Fujimoto's reference
-    code: 25k)"""
+    """env steps (all envs together) of uniformly random actions before learning starts (Fujimoto's TD3: 25k)"""
     updates_per_step: float = 1.0
     """critic updates per environment step, all envs together: --num-envs 4 does 4 updates per vector step at
     the default 1.0 (TD3's one update per env step); 0.5 does one every second env step"""
@@ -105,18 +106,20 @@ class Args:
     noise_clip: float = 0.5
     """the target smoothing noise is clipped to +-noise_clip (a fraction of the action half-width)"""
     eval_every: int = 5_000
-    """evaluate the deterministic policy mu(s) every this many env steps (and once at the end; the TD3 paper's
-    5000)"""
+    """evaluate the deterministic policy mu(s) every this many env steps (and at the end)"""
     eval_episodes: int = 10
-    """episodes per evaluation"""
+    """episodes per evaluation, on a separate env seeded seed + 10000 + k"""
     log_every: int = 100
     """write losses and SPS to TensorBoard every this many env steps (the updates sync with the host only then)"""
     compile: bool = False
-    """torch.compile the critic and actor losses, forward and backward (the first compile takes up to a minute)"""
+    """torch.compile the update functions (the first updates wait for it to compile; on a CPU with torch 2.13 the
+    compiled update measured slower than eager: see benchmarks/speed.py)"""
+    cudagraphs: bool = False
+    """with CUDA: also replay the compiled updates as CUDA graphs (torch.compile mode "reduce-overhead")"""
 
     def __post_init__(self):
         for name in ("total_timesteps", "num_envs", "buffer_size", "batch_size", "updates_per_step", "policy_lr",
-                     "q_lr", "policy_frequency", "tau", "threads", "eval_every", "eval_episodes",
+                     "q_lr", "policy_frequency", "threads", "eval_every", "eval_episodes",
                      "log_every"):
             if not getattr(self, name) > 0:
                 sys.exit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
@@ -125,15 +128,17 @@ class Args:
                 sys.exit(f"error: --{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
         if not 0 < self.gamma <= 1:
             sys.exit(f"error: --gamma must be in (0, 1], got {self.gamma}")
-        if not self.tau <= 1:
+        if not 0 < self.tau <= 1:
             sys.exit(f"error: --tau must be in (0, 1], got {self.tau}")
-        if self.learning_starts >= self.total_timesteps:
+        if -(-self.learning_starts // self.num_envs) >= self.total_timesteps // self.num_envs:  # in vector steps
             sys.exit(f"error: --learning-starts ({self.learning_starts}) must be below --total-timesteps "
                      f"({self.total_timesteps}), or no update would run")
         if self.buffer_size < self.num_envs:
             sys.exit(f"error: --buffer-size ({self.buffer_size}) must hold one step of --num-envs ({self.num_envs})")
         if self.env_id not in gym.registry:
             sys.exit(f"error: unknown --env-id {self.env_id!r} (not in gymnasium's registry)")
+        if self.cudagraphs and not (self.cuda and torch.cuda.is_available()):
+            sys.exit("error: --cudagraphs needs a CUDA device (and --cuda)")
 
 
 def make_env(env_id: str, video_folder: str | None = None):
@@ -248,25 +253,27 @@ def td_target(rewards: torch.Tensor, terminations: torch.Tensor, next_q: torch.T
     return rewards + gamma * (1 - terminations) * next_q.min(0).values  # [target]
 
 
-def critic_loss(batch: tuple[torch.Tensor, ...], actor_target: Actor, critic: Critic, critic_target: Critic,
-                args: Args) -> torch.Tensor:
+def update_critic(batch: tuple[torch.Tensor, ...], actor_target: Actor, critic: Critic, critic_target: Critic,
+                  critic_optimizer: torch.optim.Optimizer, args: Args) -> torch.Tensor:
     obs, actions, rewards, next_obs, terminations = batch
     with torch.no_grad():  # the target actor and both target critics, once each
         next_actions = smoothed_target_action(actor_target, next_obs, args.policy_noise, args.noise_clip)
         y = td_target(rewards, terminations, critic_target(next_obs, next_actions), args.gamma)
-    q = critic(obs, actions)  # [2, B]: both critics in one pass
-    return ((q - y) ** 2).mean(1).sum()  # [critic-loss]
+    qf_loss = ((critic(obs, actions) - y) ** 2).mean(1).sum()  # [critic-loss]: both critics in one pass
+    critic_optimizer.zero_grad()
+    qf_loss.backward()
+    critic_optimizer.step()
+    return qf_loss.detach()
 
 
-def actor_loss(obs: torch.Tensor, actor: Actor, critic: Critic) -> torch.Tensor:
+def update_actor(obs: torch.Tensor, actor: Actor, critic: Critic, actor_optimizer: torch.optim.Optimizer
+                 ) -> torch.Tensor:
     # [dpg] through Q_phi_1 only, its weights detached: no gradient is computed for the critics here
-    return -critic(obs, actor(obs), first_only=True, detach=True).mean()
-
-
-def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor):
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
+    policy_loss = -critic(obs, actor(obs), first_only=True, detach=True).mean()
+    actor_optimizer.zero_grad()
+    policy_loss.backward()
+    actor_optimizer.step()
+    return policy_loss.detach()
 
 
 @torch.no_grad()
@@ -323,22 +330,25 @@ def train(args: Args) -> dict:
     critic = Critic(envs.single_observation_space, envs.single_action_space).to(device)
     actor_target = copy.deepcopy(actor).requires_grad_(False)
     critic_target = copy.deepcopy(critic).requires_grad_(False)
-    # fused: one kernel per step for all weights (on CPU too); torch.compile leaves it as it is
+    # fused: one kernel per step for all weights (2.5x faster than the default on a CPU), and its step count lives
+    # on the device, so a CUDA graph can replay it (--cudagraphs)
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr, fused=True)
     critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.q_lr, fused=True)
     rb = ReplayBuffer(args.buffer_size, envs.single_observation_space, envs.single_action_space, device)
-    critic_loss_fn = torch.compile(critic_loss) if args.compile else critic_loss
-    actor_loss_fn = torch.compile(actor_loss) if args.compile else actor_loss
+    critic_step, actor_step = update_critic, update_actor
+    if args.compile or args.cudagraphs:
+        mode = "reduce-overhead" if args.cudagraphs else None
+        critic_step, actor_step = (torch.compile(f, mode=mode) for f in (update_critic, update_actor))
 
     obs, _ = envs.reset(seed=args.seed)
     envs.action_space.seed(args.seed)
-    recent_returns, eval_return, num_updates, owed_updates = deque(maxlen=20), float("nan"), 0, 0.0
-    start_time = None
-    progress = tqdm(total=args.total_timesteps, disable=None, unit="step")
-    num_iterations = -(-args.total_timesteps // args.num_envs)  # ceil: at least total_timesteps env steps
-    for iteration in range(1, num_iterations + 1):
-        global_step = iteration * args.num_envs
-        if global_step - args.num_envs < args.learning_starts:
+    recent_returns, eval_return, num_updates = deque(maxlen=20), float("nan"), 0
+    num_iterations = args.total_timesteps // args.num_envs
+    random_iterations = -(-args.learning_starts // args.num_envs)  # learning_starts rounded up to whole vector steps
+    progress = tqdm(total=num_iterations * args.num_envs, disable=None, unit="step")
+    for iteration in range(num_iterations):
+        global_step = (iteration + 1) * args.num_envs
+        if iteration < random_iterations:
             actions = envs.action_space.sample()
         else:
             with torch.no_grad():
@@ -346,7 +356,7 @@ def train(args: Args) -> dict:
                 action += torch.randn_like(action) * args.exploration_noise * actor.action_scale  # [explore]
                 actions = actor.clip(action).cpu().numpy()
         next_obs, rewards, terminations, truncations, infos = envs.step(actions)
-        rb.add(obs, final_observations(next_obs, infos), actions, rewards, terminations)
+        rb.add(obs, final_observations(next_obs, infos), actions, rewards, terminations)  # terminated, not truncated
         obs = next_obs
         if "_episode" in infos:
             for i in np.flatnonzero(infos["_episode"]):
@@ -354,31 +364,29 @@ def train(args: Args) -> dict:
                 writer.add_scalar("charts/episodic_return", infos["episode"]["r"][i], global_step)
                 writer.add_scalar("charts/episodic_length", infos["episode"]["l"][i], global_step)
 
-        if global_step >= args.learning_starts:
-            if start_time is None:
-                start_time, start_step = time.time(), global_step
-            owed_updates += args.updates_per_step * args.num_envs
-            while owed_updates >= 1:
-                owed_updates -= 1
+        if iteration >= random_iterations:
+            if iteration == random_iterations:
+                start_time, start_step = time.time(), global_step - args.num_envs
+            # updates_per_step updates per env step, counted over the learning phase
+            while num_updates < int((global_step - start_step) * args.updates_per_step):
                 num_updates += 1
+                if args.cudagraphs:
+                    torch.compiler.cudagraph_mark_step_begin()  # the last update's graph outputs may be overwritten
                 batch = rb.sample(args.batch_size)
-                qf_loss = critic_loss_fn(batch, actor_target, critic, critic_target, args)
-                gradient_step(critic_optimizer, qf_loss)
+                qf_loss = critic_step(batch, actor_target, critic, critic_target, critic_optimizer, args)
                 if num_updates % args.policy_frequency == 0:  # [delayed]
-                    policy_loss = actor_loss_fn(batch[0], actor, critic)  # the states of the critic's batch
-                    gradient_step(actor_optimizer, policy_loss)
+                    policy_loss = actor_step(batch[0], actor, critic, actor_optimizer)  # the critic's batch's states
                     polyak_update(actor, actor_target, args.tau)
                     polyak_update(critic, critic_target, args.tau)
             if global_step % args.log_every < args.num_envs and num_updates >= args.policy_frequency:
-                sps = (global_step - start_step) / max(time.time() - start_time, 1e-9)
+                sps = (global_step - start_step) / (time.time() - start_time)
                 writer.add_scalar("losses/qf_loss", qf_loss.item(), global_step)
                 writer.add_scalar("losses/actor_loss", policy_loss.item(), global_step)
                 writer.add_scalar("charts/SPS", sps, global_step)
                 progress.set_postfix(sps=f"{sps:.0f}", ret=f"{np.mean(recent_returns):.1f}" if recent_returns else "")
         progress.update(args.num_envs)
-        if global_step % args.eval_every < args.num_envs or iteration == num_iterations:
-            last = iteration == num_iterations
-            video = f"runs/{run_name}/videos" if args.capture_video and last else None
+        if global_step % args.eval_every < args.num_envs or iteration == num_iterations - 1:
+            video = f"runs/{run_name}/videos" if args.capture_video and iteration == num_iterations - 1 else None
             eval_return = evaluate(actor, args.env_id, args.eval_episodes, args.seed + 10_000, video).mean()
             writer.add_scalar("eval/episodic_return", eval_return, global_step)
     progress.close()
@@ -387,7 +395,7 @@ def train(args: Args) -> dict:
     sps = (global_step - start_step) / (time.time() - start_time)
     metrics = {"charts/episodic_return": float(np.mean(recent_returns)) if recent_returns else float("nan"),
                "eval/episodic_return": float(eval_return), "charts/SPS": sps, "global_step": global_step,
-               "updates": num_updates, "run_dir": f"runs/{run_name}"}
+               "num_updates": num_updates, "run_dir": f"runs/{run_name}"}
     if args.save_model:
         path = f"runs/{run_name}/{args.exp_name}.pt"
         torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(),

@@ -81,11 +81,11 @@ def test_polyak_update_matches_formula():
             torch.testing.assert_close(t, 0.005 * p + 0.995 * t0)
 
 
-def test_actor_loss_gives_the_actor_its_gradient_and_the_critic_none():
+def test_actor_update_gives_the_actor_its_gradient_and_the_critic_none():
     torch.manual_seed(0)
     actor, critic = Actor(HOPPER_OBS, HOPPER_ACT), Critic(HOPPER_OBS, HOPPER_ACT)
     obs = torch.randn(256, 11)
-    ddpg.actor_loss(obs, actor, critic).backward()
+    ddpg.update_actor(obs, actor, critic, torch.optim.SGD(actor.parameters(), lr=0.0))  # lr 0: the grads stay
     assert all(p.grad is None for p in critic.parameters())
     grads = [p.grad.clone() for p in actor.parameters()]
     actor.zero_grad()
@@ -179,7 +179,7 @@ def test_cli_end_to_end_and_tensorboard_events(noise):
         assert tag in scalars, tag
     assert [step for step, _ in scalars["eval/episodic_return"]] == [300, 600]
     assert [step for step, _ in scalars["charts/episodic_return"]] == [200, 400, 600]  # Pendulum: 200-step episodes
-    assert [step for step, _ in scalars["losses/qf_loss"]] == [200, 300, 400, 500, 600]  # every 100 steps
+    assert [step for step, _ in scalars["losses/qf_loss"]] == [300, 400, 500, 600]  # every 100, learning from 201
     assert all(np.isfinite(v) for _, v in scalars["losses/qf_loss"])
     assert "hyperparameters/text_summary" in read_tags(run_dir)["tensors"]
 
@@ -204,6 +204,7 @@ def test_help_documents_every_argument():
     (["--total-timesteps", "1000"], "--learning-starts (25000) must be below --total-timesteps (1000)"),
     (["--env-id", "NoSuchEnv-v0"], "unknown --env-id"),
     (["--env-id", "CartPole-v1", "--total-timesteps", "30000"], "needs a bounded 1-D Box action space"),
+    (["--cudagraphs"], "--cudagraphs needs a CUDA device"),  # --no-cuda is added below
 ])
 def test_bad_arguments_exit_with_one_line(argv, message):
     result = run_script("ddpg.py", *argv, "--no-cuda")
@@ -246,6 +247,6 @@ def test_checkpoint_loads_back_with_weights_only():
 
 
 def test_updates_per_step_counts_the_env_steps_of_all_envs():
-    """Learning runs from env step 200 to 600: 201 vector steps of 2 envs, 2 updates each."""
+    """Learning runs from env step 201 to 600: 200 vector steps of 2 envs, 2 updates each."""
     metrics = short_run(num_envs=2)
-    assert metrics["global_step"] == 600 and metrics["updates"] == 402
+    assert metrics["global_step"] == 600 and metrics["num_updates"] == 400

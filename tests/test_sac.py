@@ -15,18 +15,23 @@ from sac import (
     Args,
     Critic,
     ReplayBuffer,
-    env_step,
     evaluate,
+    final_observations,
     make_env,
-    soft_q_target,
+    polyak_update,
+    td_target,
     train,
     update_actor,
     update_critic,
-    update_targets,
     update_temperature,
 )
 
 BOUNDS = gym.spaces.Box(low=np.array([-2, 0, -1], np.float32), high=np.array([2, 1, 3], np.float32))
+
+
+def box(n: int) -> gym.spaces.Box:
+    return gym.spaces.Box(-np.inf, np.inf, (n,), np.float32)
+
 TINY = ["--env-id", "Pendulum-v1", "--total-timesteps", "600", "--learning-starts", "200", "--eval-every", "300",
         "--eval-episodes", "1", "--log-every", "50", "--no-cuda"]
 
@@ -40,7 +45,7 @@ def tiny_args(**kwargs) -> Args:
 def test_log_prob_matches_torch_distributions():
     """log pi of the rescaled action, against tanh and affine transforms of a Normal (float64, asymmetric bounds)."""
     torch.manual_seed(0)
-    actor = Actor(5, BOUNDS).double()
+    actor = Actor(box(5), BOUNDS).double()
     obs = torch.randn(64, 5, dtype=torch.float64)
     action, log_prob, mean_action = actor.get_action(obs)
     assert action.shape == (64, 3) and log_prob.shape == (64,) and mean_action.shape == (64, 3)
@@ -59,7 +64,7 @@ def test_log_prob_matches_torch_distributions():
 def test_log_prob_stays_finite_when_the_tanh_saturates():
     """Far in the tail tanh(u) rounds to 1 in float32; the softplus form of log(1 - tanh^2) stays finite."""
     torch.manual_seed(0)
-    actor = Actor(5, BOUNDS)
+    actor = Actor(box(5), BOUNDS)
     with torch.no_grad():
         actor.mean_layer.bias.fill_(30.0)
         actor.log_std_layer.bias.fill_(-5.0)
@@ -85,7 +90,7 @@ def linear_critics(critic: Critic) -> list[nn.Sequential]:
 
 def test_stacked_critics_compute_what_two_linear_critics_compute():
     torch.manual_seed(0)
-    critic = Critic(11, 3)
+    critic = Critic(box(11), box(3))
     assert not torch.equal(critic.weights[0][0], critic.weights[0][1])  # independently initialised
     nets = linear_critics(critic)
     obs, actions = torch.randn(256, 11), torch.randn(256, 3, requires_grad=True)
@@ -106,9 +111,9 @@ def test_stacked_critics_compute_what_two_linear_critics_compute():
 
 def test_detached_critic_weights_pass_gradients_to_actions_only():
     torch.manual_seed(0)
-    critic = Critic(11, 3)
+    critic = Critic(box(11), box(3))
     obs, actions = torch.randn(32, 11), torch.randn(32, 3, requires_grad=True)
-    q = critic(obs, actions, detach_weights=True)
+    q = critic(obs, actions, detach=True)
     assert torch.equal(q, critic(obs, actions))
     q.sum().backward()
     assert actions.grad is not None and actions.grad.abs().sum() > 0
@@ -117,16 +122,16 @@ def test_detached_critic_weights_pass_gradients_to_actions_only():
 
 def test_actor_update_leaves_the_critics_alone_and_critic_update_the_actor():
     torch.manual_seed(0)
-    actor, qf, qf_target = Actor(3, BOUNDS), Critic(3, 3), Critic(3, 3)
+    actor, qf, qf_target = Actor(box(3), BOUNDS), Critic(box(3), BOUNDS), Critic(box(3), BOUNDS)
     actor_opt, q_opt = torch.optim.Adam(actor.parameters()), torch.optim.Adam(qf.parameters())
-    batch = (torch.randn(16, 3), torch.randn(16, 3), torch.rand(16, 3), torch.randn(16), torch.zeros(16))
+    batch = (torch.randn(16, 3), torch.rand(16, 3), torch.randn(16), torch.randn(16, 3), torch.zeros(16))
     critic_before, actor_before = [p.clone() for p in qf.parameters()], [p.clone() for p in actor.parameters()]
     update_actor(batch[0], actor, qf, actor_opt, torch.zeros(()))
     assert all(torch.equal(a, b) for a, b in zip(critic_before, qf.parameters()))
     assert all(p.grad is None for p in qf.parameters())  # no weight gradients were even computed
     assert not all(torch.equal(a, b) for a, b in zip(actor_before, actor.parameters()))
     actor_before = [p.clone() for p in actor.parameters()]
-    update_critic(batch, actor, qf, qf_target, q_opt, torch.zeros(()), 0.99)
+    update_critic(batch, actor, qf, qf_target, q_opt, torch.zeros(()), tiny_args())
     assert all(torch.equal(a, b) for a, b in zip(actor_before, actor.parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(critic_before, qf.parameters()))
 
@@ -143,17 +148,17 @@ def test_temperature_falls_when_entropy_exceeds_the_target(log_prob, direction):
 
 def test_polyak_update_matches_the_formula():
     torch.manual_seed(0)
-    qf, qf_target = Critic(4, 2), Critic(4, 2)
+    qf, qf_target = Critic(box(4), box(2)), Critic(box(4), box(2))
     expected = [0.005 * p + 0.995 * t for p, t in zip(qf.parameters(), qf_target.parameters())]
-    update_targets(qf, qf_target, 0.005)
+    polyak_update(qf, qf_target, 0.005)
     for e, t in zip(expected, qf_target.parameters()):
         assert torch.allclose(e, t, atol=1e-7)
 
 
 def test_replay_buffer_wraps_around_and_samples_on_its_device():
-    rb = ReplayBuffer(5, obs_dim=3, act_dim=2, device=torch.device("cpu"))
+    rb = ReplayBuffer(5, box(3), box(2), device=torch.device("cpu"))
 
-    def vector_step(first: int):  # two envs; transition t has every field filled with t
+    def vector_step(first: int):  # two envs; transition t has every field filled with t (obs, next_obs, actions, ...)
         t = np.array([first, first + 1], dtype=np.float64)
         return np.repeat(t[:, None], 3, 1), np.repeat(t[:, None], 3, 1) + 0.5, np.repeat(t[:, None], 2, 1), t, t % 2
 
@@ -164,7 +169,7 @@ def test_replay_buffer_wraps_around_and_samples_on_its_device():
     assert rb.count == 5 and rb.pos == 1
     assert rb.obs[:, 0].tolist() == [5, 1, 2, 3, 4] and rb.next_obs[:, 0].tolist() == [5.5, 1.5, 2.5, 3.5, 4.5]
     assert rb.terminations.tolist() == [1, 1, 0, 1, 0] and rb.rewards.tolist() == [5, 1, 2, 3, 4]
-    obs, next_obs, actions, rewards, terminations = rb.sample(64)
+    obs, actions, rewards, next_obs, terminations = rb.sample(64)
     assert obs.shape == (64, 3) and next_obs.shape == (64, 3) and actions.shape == (64, 2)
     assert rewards.shape == (64,) and terminations.shape == (64,)
     assert all(x.dtype == torch.float32 and x.device.type == "cpu" for x in (obs, next_obs, actions, rewards))
@@ -173,7 +178,7 @@ def test_replay_buffer_wraps_around_and_samples_on_its_device():
 
 
 def test_a_million_hopper_transitions_fit_in_150_mb():
-    rb = ReplayBuffer(1_000_000, obs_dim=11, act_dim=3, device=torch.device("meta"))  # sizes, no allocation
+    rb = ReplayBuffer(1_000_000, box(11), box(3), device=torch.device("meta"))  # sizes, no allocation
     nbytes = sum(t.numel() * t.element_size() for t in (rb.obs, rb.next_obs, rb.actions, rb.rewards,
                                                          rb.terminations))
     assert nbytes < 150e6, nbytes
@@ -183,11 +188,12 @@ def stored_episode_end(env_id: str):
     """Run one env as train does (SAME_STEP autoreset) until an episode ends; return what the buffer stored."""
     envs = gym.vector.SyncVectorEnv([make_env(env_id)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs.action_space.seed(0)
-    rb = ReplayBuffer(2000, envs.single_observation_space.shape[0], envs.single_action_space.shape[0],
-                      torch.device("cpu"))
+    rb = ReplayBuffer(2000, envs.single_observation_space, envs.single_action_space, torch.device("cpu"))
     obs, _ = envs.reset(seed=0)
     while True:
-        next_obs, rewards, terminations, truncations, infos = env_step(envs, rb, obs, envs.action_space.sample())
+        actions = envs.action_space.sample()
+        next_obs, rewards, terminations, truncations, infos = envs.step(actions)
+        rb.add(obs, final_observations(next_obs, infos), actions, rewards, terminations)
         if terminations[0] or truncations[0]:
             return rb, rb.count - 1, next_obs[0], infos["final_obs"][0], bool(terminations[0]), rewards[0]
         assert np.array_equal(rb.next_obs[rb.count - 1].numpy(), next_obs[0].astype(np.float32))
@@ -200,7 +206,7 @@ def test_truncation_bootstraps_from_the_true_final_observation():
     assert np.allclose(rb.next_obs[i].numpy(), final_obs) and not np.allclose(rb.next_obs[i].numpy(), reset_obs)
     assert rb.terminations[i] == 0
     next_q = torch.tensor([[5.0], [3.0]])  # the smaller target critic wins
-    y = soft_q_target(rb.rewards[i:i + 1], rb.terminations[i:i + 1], next_q, torch.tensor([-1.0]), 0.2, 0.99)
+    y = td_target(rb.rewards[i:i + 1], rb.terminations[i:i + 1], next_q, torch.tensor([-1.0]), 0.2, 0.99)
     assert y.item() == pytest.approx(reward + 0.99 * (3.0 + 0.2))
 
 
@@ -209,7 +215,7 @@ def test_termination_stops_the_bootstrap():
     assert terminated
     assert np.allclose(rb.next_obs[i].numpy(), final_obs) and not np.allclose(rb.next_obs[i].numpy(), reset_obs)
     assert rb.terminations[i] == 1 and rb.terminations[:i].sum() == 0
-    y = soft_q_target(rb.rewards[i:i + 1], rb.terminations[i:i + 1], torch.tensor([[5.0], [3.0]]),
+    y = td_target(rb.rewards[i:i + 1], rb.terminations[i:i + 1], torch.tensor([[5.0], [3.0]]),
                       torch.tensor([-1.0]), 0.2, 0.99)
     assert y.item() == pytest.approx(reward)
 
@@ -228,7 +234,7 @@ def test_cli_end_to_end_and_tensorboard_events():
     assert [step for step, _ in scalars["losses/qf_loss"]] == list(range(250, 601, 50))  # every 50 of 400 updates
     assert scalars["losses/alpha"][-1][1] < 1  # the temperature is being learned (it starts at 1)
     assert "hyperparameters/text_summary" in read_tags(run_dir)["tensors"]
-    assert len(glob.glob(f"{run_dir}/videos/600/*.mp4")) == 1
+    assert len(glob.glob(f"{run_dir}/videos/*.mp4")) == 1  # the final evaluation's episode
 
 
 def test_compiled_updates_train():
@@ -264,15 +270,24 @@ def test_same_seed_same_run(tmp_path, monkeypatch):
     assert runs[0] != runs[2]
 
 
+def test_evaluation_leaves_the_training_run_alone():
+    """Evaluating draws no random numbers (it acts with the squashed mean), so how often it runs changes nothing."""
+    losses = []
+    for eval_every in (100, 600):
+        scalars = read_scalars(train(tiny_args(eval_every=eval_every, total_timesteps=400, log_every=10))["run_dir"])
+        losses.append([v for _, v in scalars["losses/qf_loss"]])
+    assert len(losses[0]) == 20 and losses[0] == losses[1]
+
+
 def test_checkpoint_loads_back_with_weights_only():
     metrics = train(tiny_args(save_model=True, eval_episodes=2))
     checkpoint = torch.load(metrics["model_path"], weights_only=True)
-    assert set(checkpoint) >= {"actor", "qf", "qf_target", "actor_optimizer", "q_optimizer", "alpha_optimizer",
-                               "log_alpha", "args"}
+    assert set(checkpoint) >= {"actor", "critic", "critic_target", "actor_optimizer", "critic_optimizer",
+                               "alpha_optimizer", "log_alpha", "args"}
     assert checkpoint["args"]["total_timesteps"] == 600
     assert checkpoint["log_alpha"].exp().item() == pytest.approx(metrics["alpha"])
-    critic = Critic(3, 1)
-    critic.load_state_dict(checkpoint["qf"])
+    critic = Critic(box(3), box(1))
+    critic.load_state_dict(checkpoint["critic"])
     returns = evaluate(metrics["model_path"], "Pendulum-v1", episodes=2, seed=1 + 10_000)
     assert np.mean(returns) == pytest.approx(metrics["eval/episodic_return"], rel=1e-6)
 
@@ -290,12 +305,12 @@ def test_help_documents_every_argument():
     (["--batch-size", "-1"], "--batch-size must be positive"),
     (["--q-lr", "0"], "--q-lr must be positive"),
     (["--updates-per-step", "0"], "--updates-per-step must be positive"),
-    (["--learning-starts", "-1"], "--learning-starts must be non-negative"),
-    (["--total-timesteps", "100", "--learning-starts", "100"], "must be smaller than --total-timesteps"),
+    (["--learning-starts", "-1"], "--learning-starts must not be negative"),
+    (["--total-timesteps", "100", "--learning-starts", "100"], "must be below --total-timesteps"),
     (["--gamma", "1.5"], "--gamma must be in (0, 1]"),
     (["--tau", "0"], "--tau must be in (0, 1]"),
     (["--env-id", "NoSuchEnv-v0"], "unknown --env-id"),
-    (["--env-id", "CartPole-v1"], "needs a continuous (Box) action space"),
+    (["--env-id", "CartPole-v1"], "needs a bounded 1-D Box action space"),
     (["--cudagraphs", "--no-cuda"], "--cudagraphs needs a CUDA device"),
 ])
 def test_bad_arguments_exit_with_one_line(argv, message):
