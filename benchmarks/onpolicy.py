@@ -1,8 +1,8 @@
 """Reproduces the README's on-policy figures (ac.py, a2c.py): CartPole-v1 returns at the bar budgets for
-seeds 1-3, InvertedPendulum-v4 returns, learning curves, and steps per second against the number of envs.
+seeds 1-3, InvertedPendulum-v4 returns, and learning curves (steps per second: benchmarks/speed.py sps).
 
     python benchmarks/onpolicy.py                 # everything: about 6 CPU minutes, 2 runs at a time
-    python benchmarks/onpolicy.py cartpole sps    # only some parts: cartpole, pendulum, sps
+    python benchmarks/onpolicy.py cartpole        # only some parts: cartpole, pendulum
 
 Writes benchmarks/results/onpolicy_<part>.json and onpolicy_<part>.png. Every run is `train(Args(...))` with
 the scripts' defaults except what the table below sets, on the CPU with one torch thread.
@@ -82,30 +82,11 @@ def learning(part: str, settings: dict, bar: float, pool: Pool) -> None:
               f"{str(r['first_step_at_bar']):>10s} {r['cpu_seconds']:6.1f}")
 
 
-def sps() -> None:
-    """Steps per second on CartPole-v1 with 1, 8 and 32 envs, Sync and Async; one run at a time."""
-    rows = []
-    for script, steps_per_env in (("ac", 3_000), ("a2c", 3_200)):
-        for num_envs in (1, 8, 32):
-            for async_envs in (False, True):
-                total = steps_per_env * num_envs
-                overrides = {"num_envs": num_envs, "async_envs": async_envs, "total_timesteps": total,
-                             "eval_every": total, "eval_episodes": 1}
-                row = run((script, overrides, 1, float("inf")))  # in this process: pool workers cannot start envs
-                rows.append({"script": script, "num_envs": num_envs, "async_envs": async_envs,
-                             "total_timesteps": total, "sps": round(row["sps"]), "cpu_seconds": row["cpu_seconds"]})
-                print(f"  {script:4s} envs {num_envs:3d} {'async' if async_envs else 'sync ':5s} SPS {row['sps']:8.0f}")
-    with open(os.path.join(OUT, "onpolicy_sps.json"), "w") as f:
-        json.dump(rows, f, indent=1)
-
-
 if __name__ == "__main__":
-    parts = sys.argv[1:] or ["cartpole", "pendulum", "sps"]
+    parts = sys.argv[1:] or ["cartpole", "pendulum"]
     os.makedirs(OUT, exist_ok=True)
     with mp.get_context("spawn").Pool(2, maxtasksperchild=1) as pool:
         if "cartpole" in parts:
             learning("cartpole", CARTPOLE, 475, pool)
         if "pendulum" in parts:
             learning("pendulum", PENDULUM, 950, pool)
-    if "sps" in parts:
-        sps()
