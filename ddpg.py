@@ -389,7 +389,9 @@ def train(args: Args) -> dict:
                 batch = rb.sample(args.batch_size)
                 qf_loss = critic_step(batch, actor_target, critic, critic_target, critic_optimizer, args)
                 if num_updates % args.policy_frequency == 0:
-                    policy_loss = actor_step(batch[0], actor, critic, actor_optimizer)  # the critic's batch's states
+                    # on the critic's batch's states; cloned, as logging may read it after later updates, whose
+                    # CUDA graphs (--cudagraphs) overwrite their outputs
+                    policy_loss = actor_step(batch[0], actor, critic, actor_optimizer).clone()
                     polyak_update(actor, actor_target, args.tau)
                     polyak_update(critic, critic_target, args.tau)
             if global_step % args.log_every < args.num_envs and num_updates >= args.policy_frequency:

@@ -402,9 +402,12 @@ def train(args: Args) -> dict:
                 batch = rb.sample(args.batch_size)
                 qf_loss = critic_step(batch, actor, critic, critic_target, critic_optimizer, log_alpha, args)
                 if num_updates % args.policy_frequency == 0:  # the actor learns on the states of the critic's batch
-                    policy_loss, log_prob = actor_step(batch[0], actor, critic, actor_optimizer, log_alpha)
+                    # cloned, as logging may read them after later updates, whose CUDA graphs (--cudagraphs)
+                    # overwrite their outputs
+                    policy_loss, log_prob = (x.clone() for x in actor_step(batch[0], actor, critic, actor_optimizer,
+                                                                           log_alpha))
                     if args.autotune:
-                        alpha_loss = temperature_step(log_prob, log_alpha, alpha_optimizer, target_entropy)
+                        alpha_loss = temperature_step(log_prob, log_alpha, alpha_optimizer, target_entropy).clone()
                 polyak_update(critic, critic_target, args.tau)
             if global_step % args.log_every < args.num_envs and num_updates >= args.policy_frequency:
                 sps = (global_step - start_step) / (time.time() - start_time)
