@@ -18,6 +18,8 @@ fresh process with an empty TORCHINDUCTOR_CACHE_DIR: "eager" (the default flags)
 (CleanRL-style: separate nn.Linear critics, for-loop Adam, critic weight gradients in the actor update, a Python
 loop for the targets, sac's temperature loss running the actor again) and "separate_critics" (the scripts' choices
 but separate critics); and "compile" (--compile: torch.compile of the same update functions), with its warm-up.
+"kernels" splits the eager critic + actor update: its own ATen calls (forward, backward, Adam) recorded once and
+replayed bare, without Python, autograd or modules: its matrix products alone, then all its kernels back to back.
 
 sps: the scripts' own metrics["charts/SPS"] from train(Args(...)) with short budgets, in a temporary folder.
 alphazero: positions searched per second, batched against one by one (benchmarks/alphazero.py's speed()).
@@ -42,6 +44,7 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch._dynamo.utils import counters  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import ddpg  # noqa: E402
@@ -77,6 +80,32 @@ def floor_shapes(name: str, obs_dim: int, act_dim: int) -> dict[str, list[tuple[
 def matmuls(shapes):
     mats = [(torch.randn(m, k), torch.randn(k, n)) for m, k, n in shapes]
     return lambda: [torch.mm(a, b) for a, b in mats]
+
+
+def copy_tensors(a):
+    return a.clone() if isinstance(a, torch.Tensor) else [copy_tensors(x) for x in a] if isinstance(a, list) else a
+
+
+MATMULS = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
+           torch.ops.aten.baddbmm.default)
+
+
+class Recorder(TorchDispatchMode):
+    """Records every ATen call (forward, backward, optimizer) of a piece of the update, with copies of its tensor
+    arguments, so that the kernels can be replayed without Python, autograd or the modules around them."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls.append((func, [copy_tensors(a) for a in args], kwargs or {}))
+        return func(*args, **(kwargs or {}))
+
+
+def replay(calls, only_matmuls: bool):
+    calls = [c for c in calls if not only_matmuls or c[0] in MATMULS]
+    return lambda: [func(*args, **kwargs) for func, args, kwargs in calls]
 
 
 def interleaved(fns: dict, rounds: int, calls: int) -> tuple[dict, dict]:
@@ -213,6 +242,11 @@ def offpolicy_one(name: str, mode: str, quick: bool) -> dict:
         result.setdefault("flops_floor_vs_update", {})[piece] = [floor_flops, counter.get_total_flops()]
     fns = {"env_and_acting": env_and_acting, "floor/critic": matmuls(shapes["critic"]),
            "floor/actor": matmuls(shapes["actor"])}
+    for piece in ("critic", "actor") if mode == "eager" else ():  # the eager update's own kernels, replayed bare
+        with Recorder() as recorder:
+            learners["eager"][0][piece](batch)
+        fns |= {f"replay_matmuls/{piece}": replay(recorder.calls, True),
+                f"replay_all/{piece}": replay(recorder.calls, False)}
     for variant, (pieces, _) in learners.items():  # the critic samples its batch, as in train; the others reuse one
         fns |= {f"{variant}/{p}": lambda fn=fn, fresh=p in ("critic", "update"): fn(rb.sample(B) if fresh else batch)
                 for p, fn in pieces.items()}
@@ -225,6 +259,10 @@ def offpolicy_one(name: str, mode: str, quick: bool) -> dict:
         total = sum(split.values())
         ms[variant] = split | {"update_total": total, "update_measured_whole": best[f"{variant}/update"],
                                "ratio_to_floor": total / floor, "total_with_env": total + ms["env_and_acting"]}
+    if mode == "eager":  # critic + actor of the eager update against the same two pieces' kernels replayed bare
+        pieces = lambda prefix: best[f"{prefix}/critic"] + best[f"{prefix}/actor"] / pf
+        ms["kernels"] = {"floor": floor, "matmuls_replayed": pieces("replay_matmuls"),
+                         "all_kernels_replayed": pieces("replay_all"), "update_critic_actor": pieces("eager")}
     if mode == "compile":
         result["graphs_compiled"]["at_end"] = counters["stats"]["unique_graphs"]  # none compiled while timing
     return result | {"ms_per_env_step": ms, "median_ms_per_call": median}
@@ -251,6 +289,10 @@ def offpolicy(out: str, quick: bool):
                 print(f"{name:4s} {v:18s} {ms['env_and_acting']:7.3f} {s['critic']:7.3f} {s['actor']:6.3f} {temp} "
                       f"{s['target']:7.3f} {s['update_total']:7.3f} ({s['update_measured_whole']:6.3f}) "
                       f"{ms['floor']:6.3f} {s['ratio_to_floor']:6.2f}x", flush=True)
+        k = results[name]["eager"]["ms_per_env_step"]["kernels"]
+        print(f"{name:4s} critic+actor {k['update_critic_actor']:.3f} ms: its matmuls replayed bare "
+              f"{k['matmuls_replayed']:.3f} (floor {k['floor']:.3f}), all its kernels replayed bare "
+              f"{k['all_kernels_replayed']:.3f}")
         speedup = (results[name]["eager"]["ms_per_env_step"]["eager"]["ratio_to_floor"]
                    / results[name]["compile"]["ms_per_env_step"]["compile"]["ratio_to_floor"])
         results[name]["compile_speedup_over_eager"] = speedup
