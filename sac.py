@@ -26,7 +26,6 @@ Conventions of this file:
   first observation, and the true last observation in infos["final_obs"]. The buffer stores that true s'
   (`final_observations`), and `terminated`, never `truncated`, stops the bootstrap: at a time limit the
   target still bootstraps from Q'(s_final, a'). No reset step is ever stored as a transition.
-- charts/SPS counts the learning phase only: (global_step - learning_starts) / seconds since the first update.
 
 Speed (one update per env step costs a few matrix products of 256 x 256; the rest is overhead):
   - both critics (and both targets) are ONE module with stacked weights: a torch.baddbmm per layer (Critic);

@@ -1,9 +1,10 @@
-"""Speed of the scripts on the CPU, one torch thread. Three parts; each writes JSON and prints a table:
+"""Speed of the scripts on the CPU, one torch thread. Four parts; each writes JSON and prints a table:
 
-    python benchmarks/speed.py                # all three parts (about 9 minutes), or some:
-    python benchmarks/speed.py offpolicy      # ~4 min (1.5 of it compiling): results/speed_offpolicy.json
+    python benchmarks/speed.py                # all four parts (about 12 minutes), or some:
+    python benchmarks/speed.py offpolicy      # ~4-6 min (1.5 of it compiling): results/speed_offpolicy.json
     python benchmarks/speed.py sps            # ~3 min: results/speed_sps.json
     python benchmarks/speed.py alphazero      # ~1.5 min, benchmarks/alphazero.py speed(): results/alphazero_speed.json
+    python benchmarks/speed.py relu_mask      # ~10 s: results/speed_relu_mask.json, why --compile is slower here
     python benchmarks/speed.py --quick        # a smoke test, ~4 min: small budgets (alphazero's stays), and the JSON
                                               # goes to a temporary folder, not to results/
 
@@ -23,6 +24,7 @@ replayed bare, without Python, autograd or modules: its matrix products alone, t
 
 sps: the scripts' own metrics["charts/SPS"] from train(Args(...)) with short budgets, in a temporary folder.
 alphazero: positions searched per second, batched against one by one (benchmarks/alphazero.py's speed()).
+relu_mask: compiled ReLU kernels with and without the bool mask the compiled backward pass saves (see relu_mask).
 """
 
 import argparse
@@ -254,6 +256,8 @@ def offpolicy_one(name: str, mode: str, quick: bool) -> dict:
     floor = best["floor/critic"] + best["floor/actor"] / pf
     ms = {"env_and_acting": best["env_and_acting"], "floor": floor, "floor_critic": best["floor/critic"],
           "floor_actor": best["floor/actor"] / pf}
+    flops = sum(2 * m * k * n for m, k, n in shapes["critic"]) + sum(2 * m * k * n for m, k, n in shapes["actor"]) / pf
+    result["floor_gflop_per_s"] = flops / floor / 1e6  # the machine's matrix-product speed, one thread
     for variant, (pieces, _) in learners.items():
         split = {p: best[f"{variant}/{p}"] / every(name, p, pf) for p in pieces if p != "update"}
         total = sum(split.values())
@@ -268,8 +272,16 @@ def offpolicy_one(name: str, mode: str, quick: bool) -> dict:
     return result | {"ms_per_env_step": ms, "median_ms_per_call": median}
 
 
+def machine() -> dict:
+    """What the figures depend on: the ratios to the floor move with the CPU's matrix-product speed."""
+    with open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
+    return {"cpu": model, "cores": os.cpu_count(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def offpolicy(out: str, quick: bool):
-    results = {"setup": {"torch": torch.__version__, "threads": 1, "batch": B, "hidden": H, "env": "Hopper-v4",
+    results = {"setup": machine() | {"torch": torch.__version__, "threads": 1, "batch": B, "hidden": H,
+                                     "env": "Hopper-v4",
                          "quick": quick, "load_average_at_start": os.getloadavg(),
                          "timer": "CPU time (time.process_time), best of interleaved rounds; ms per env step"}}
     print("CPU ms per env step     env+act  critic  actor   temp  target  update (whole)  floor  update/floor")
@@ -284,7 +296,8 @@ def offpolicy(out: str, quick: bool):
                 sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
             results[name][mode] = res = json.loads(proc.stdout.strip().splitlines()[-1])
             ms = res["ms_per_env_step"]
-            for v, s in ((v, s) for v, s in ms.items() if isinstance(s, dict)):  # the variants
+            variants = [v for v, s in ms.items() if isinstance(s, dict) and v != "kernels"]
+            for v, s in ((v, ms[v]) for v in variants):
                 temp = f"{s['temperature']:6.3f}" if "temperature" in s else "     -"
                 print(f"{name:4s} {v:18s} {ms['env_and_acting']:7.3f} {s['critic']:7.3f} {s['actor']:6.3f} {temp} "
                       f"{s['target']:7.3f} {s['update_total']:7.3f} ({s['update_measured_whole']:6.3f}) "
@@ -297,6 +310,7 @@ def offpolicy(out: str, quick: bool):
                    / results[name]["compile"]["ms_per_env_step"]["compile"]["ratio_to_floor"])
         results[name]["compile_speedup_over_eager"] = speedup
         warmup, check = results[name]["compile"]["compile_warmup_s"], results[name]["eager"]["flops_floor_vs_update"]
+        print(f"{name:4s} floor runs at {results[name]['eager']['floor_gflop_per_s']:.0f} GFLOP/s")
         print(f"{name:4s} compile: warm-up {warmup['wall']:.0f} s wall ({warmup['cpu_this_process']:.0f} s CPU in this "
               f"process), speed x{speedup:.2f} of eager (ratios to floor); floor flops "
               f"{'match' if all(a == b for a, b in check.values()) else 'DIFFER: ' + str(check)}")
@@ -345,6 +359,7 @@ def sps(out: str, quick: bool):
              "learning started; both with the one evaluation, at the end. alphazero: searched positions per "
              "second of self-play (updates and evaluation excluded); self_play_games_per_s = sps / (simulations x "
              "mean game length)", "quick": quick, "load_average_at_start": os.getloadavg(), "torch": torch.__version__}
+    notes |= machine()
     with open(os.path.join(out, "speed_sps.json"), "w") as f:
         json.dump({"notes": notes, "rows": rows}, f, indent=1)
     print(f"{'script':13s} {'settings':56s} charts/SPS")
@@ -352,6 +367,27 @@ def sps(out: str, quick: bool):
         settings = " ".join(f"{k}={v}" for k, v in r["overrides"].items() if k not in ("eval_every", "eval_episodes"))
         extra = f"  ({r['self_play_games_per_s']:.1f} self-play games/s)" if "self_play_games_per_s" in r else ""
         print(f"{r['script']:13s} {settings:56s} {r['sps']:8.0f}{extra}")
+
+
+# ---- relu_mask ---------------------------------------------------------------------------------------------------
+def relu_mask(out: str):
+    """Why --compile is slower on this CPU: the compiled update saves each ReLU's mask (x <= 0) as a bool tensor
+    for the backward pass, and torch 2.13's generated CPU kernel stores bool masks slowly. Three compiled functions
+    on one critic layer's activations [2, 256, 256]: the ReLU alone, with the bool mask, with the mask as float."""
+    x = torch.randn(2, B, H)
+    fns = {"relu": torch.compile(lambda x: torch.relu(x)),
+           "relu_and_bool_mask": torch.compile(lambda x: (torch.relu(x), torch.relu(x) <= 0)),
+           "relu_and_float_mask": torch.compile(lambda x: (torch.relu(x), (torch.relu(x) <= 0).float())),
+           "eager_relu": lambda x: torch.relu(x)}
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+        best, _ = interleaved({name: lambda fn=fn: fn(x) for name, fn in fns.items()}, rounds=5, calls=100)
+    us = {name: ms * 1e3 for name, ms in best.items()}
+    with open(os.path.join(out, "speed_relu_mask.json"), "w") as f:
+        json.dump({"setup": machine() | {"torch": torch.__version__, "shape": [2, B, H]}, "us_per_call": us}, f,
+                  indent=1)
+    for name, t in us.items():
+        print(f"{name:20s} {t:8.1f} us per call (CPU time)")
 
 
 # ---- alphazero ---------------------------------------------------------------------------------------------------
@@ -366,7 +402,7 @@ def alphazero(out: str):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("parts", nargs="*", help="offpolicy, sps, alphazero (default: all three)")
+    parser.add_argument("parts", nargs="*", help="offpolicy, sps, alphazero, relu_mask (default: all four)")
     parser.add_argument("--quick", action="store_true", help="small budgets, JSON to a temporary folder")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # "algo:mode": one of offpolicy's own processes
     cli = parser.parse_args()
@@ -374,7 +410,7 @@ if __name__ == "__main__":
         print(json.dumps(offpolicy_one(*cli.child.split(":"), cli.quick)))
         sys.exit()
     parts = {"offpolicy": lambda: offpolicy(out, cli.quick), "sps": lambda: sps(out, cli.quick),
-             "alphazero": lambda: alphazero(out)}
+             "alphazero": lambda: alphazero(out), "relu_mask": lambda: relu_mask(out)}
     if set(cli.parts) - set(parts):
         parser.error(f"unknown parts {sorted(set(cli.parts) - set(parts))}: choose from {', '.join(parts)}")
     out = tempfile.mkdtemp(prefix="speed_quick_") if cli.quick else OUT
