@@ -41,7 +41,6 @@ Speed (one update per env step costs a few matrix products of 256 x 256; the res
 Run:  python sac.py --env-id Hopper-v4 --cuda                       # the 1M-step MuJoCo benchmark (hours on a CPU)
       python sac.py --env-id Pendulum-v1 --total-timesteps 10000   # ~1 CPU-minute; evaluation return about -140
       tensorboard --logdir runs
-charts/SPS counts learning-phase steps only: (global_step - learning_starts) / seconds since learning started.
 """
 
 import copy
@@ -56,6 +55,7 @@ from dataclasses import asdict, dataclass
 import gymnasium as gym
 import numpy as np
 import torch
+import torch._functorch.config
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
@@ -121,8 +121,7 @@ class Args:
     log_every: int = 100
     """write losses and SPS to TensorBoard every this many env steps (the updates sync with the host only then)"""
     compile: bool = False
-    """torch.compile the update functions (the first updates wait for it to compile; on a CPU with torch 2.13 the
-    compiled update measured slower than eager: see benchmarks/speed.py)"""
+    """torch.compile the update functions (the first updates wait ~30 s for it; on a CPU, level with eager)"""
     cudagraphs: bool = False
     """with CUDA: also replay the compiled updates as CUDA graphs (torch.compile mode "reduce-overhead")"""
 
@@ -363,6 +362,8 @@ def train(args: Args) -> dict:
     rb = ReplayBuffer(args.buffer_size, envs.single_observation_space, envs.single_action_space, device)
     critic_step, actor_step, temperature_step = update_critic, update_actor, update_temperature
     if args.compile or args.cudagraphs:
+        # recompute ReLU masks for the backward pass: saved as bool tensors, they are slow on a CPU (speed.py relu_mask)
+        torch._functorch.config.activation_memory_budget = 0.99
         mode = "reduce-overhead" if args.cudagraphs else None
         critic_step, actor_step, temperature_step = (torch.compile(f, mode=mode) for f in
                                                      (update_critic, update_actor, update_temperature))
@@ -400,9 +401,8 @@ def train(args: Args) -> dict:
                     torch.compiler.cudagraph_mark_step_begin()  # the last update's graph outputs may be overwritten
                 batch = rb.sample(args.batch_size)
                 qf_loss = critic_step(batch, actor, critic, critic_target, critic_optimizer, log_alpha, args)
-                if num_updates % args.policy_frequency == 0:  # the actor learns on the states of the critic's batch
-                    # cloned, as logging may read them after later updates, whose CUDA graphs (--cudagraphs)
-                    # overwrite their outputs
+                if num_updates % args.policy_frequency == 0:  # on the critic's batch's states; cloned, as logging
+                    # may read them after later updates, whose CUDA graphs (--cudagraphs) overwrite their outputs
                     policy_loss, log_prob = (x.clone() for x in actor_step(batch[0], actor, critic, actor_optimizer,
                                                                            log_alpha))
                     if args.autotune:

@@ -49,6 +49,7 @@ from dataclasses import asdict, dataclass
 import gymnasium as gym
 import numpy as np
 import torch
+import torch._functorch.config
 import torch.nn as nn
 import tyro
 from torch.utils.tensorboard import SummaryWriter
@@ -112,8 +113,7 @@ class Args:
     log_every: int = 100
     """write losses and SPS to TensorBoard every this many env steps (the updates sync with the host only then)"""
     compile: bool = False
-    """torch.compile the update functions (the first updates wait for it to compile; on a CPU with torch 2.13 the
-    compiled update measured slower than eager: see benchmarks/speed.py)"""
+    """torch.compile the update functions (the first updates wait ~30 s for it; on a CPU, level with eager)"""
     cudagraphs: bool = False
     """with CUDA: also replay the compiled updates as CUDA graphs (torch.compile mode "reduce-overhead")"""
 
@@ -337,6 +337,8 @@ def train(args: Args) -> dict:
     rb = ReplayBuffer(args.buffer_size, envs.single_observation_space, envs.single_action_space, device)
     critic_step, actor_step = update_critic, update_actor
     if args.compile or args.cudagraphs:
+        # recompute ReLU masks for the backward pass: saved as bool tensors, they are slow on a CPU (speed.py relu_mask)
+        torch._functorch.config.activation_memory_budget = 0.99
         mode = "reduce-overhead" if args.cudagraphs else None
         critic_step, actor_step = (torch.compile(f, mode=mode) for f in (update_critic, update_actor))
 

@@ -4,7 +4,7 @@
     python benchmarks/speed.py offpolicy      # ~4-6 min (1.5 of it compiling): results/speed_offpolicy.json
     python benchmarks/speed.py sps            # ~3 min: results/speed_sps.json
     python benchmarks/speed.py alphazero      # ~1.5 min, benchmarks/alphazero.py speed(): results/alphazero_speed.json
-    python benchmarks/speed.py relu_mask      # ~10 s: results/speed_relu_mask.json, why --compile is slower here
+    python benchmarks/speed.py relu_mask      # ~20 s: results/speed_relu_mask.json, bool masks in compiled code
     python benchmarks/speed.py --quick        # a smoke test, ~4 min: small budgets (alphazero's stays), and the JSON
                                               # goes to a temporary folder, not to results/
 
@@ -18,7 +18,8 @@ machine's load hits all alike: compare ratios to the floor, not milliseconds acr
 fresh process with an empty TORCHINDUCTOR_CACHE_DIR: "eager" (the default flags) beside two references, "plain"
 (CleanRL-style: separate nn.Linear critics, for-loop Adam, critic weight gradients in the actor update, a Python
 loop for the targets, sac's temperature loss running the actor again) and "separate_critics" (the scripts' choices
-but separate critics); and "compile" (--compile: torch.compile of the same update functions), with its warm-up.
+but separate critics); and "compile" (--compile: torch.compile of the same update functions, with the activation
+memory budget train() sets), with its warm-up.
 "kernels" splits the eager critic + actor update: its own ATen calls (forward, backward, Adam) recorded once and
 replayed bare, without Python, autograd or modules: its matrix products alone, then all its kernels back to back.
 
@@ -45,6 +46,7 @@ sys.path.insert(0, ROOT)  # the scripts first: benchmarks/alphazero.py would sha
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch._functorch.config  # noqa: E402
 from torch._dynamo.utils import counters  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
@@ -163,6 +165,8 @@ def learner(name: str, variant: str, args, envs) -> tuple[dict, torch.nn.Module]
     critic_opt = torch.optim.Adam(critic.parameters(), lr=args.q_lr, fused=fused)
     polyak = loop_polyak if variant == "plain" else module.polyak_update
     steps = [module.update_critic, module.update_actor, getattr(module, "update_temperature", None)]
+    if variant == "compile":
+        torch._functorch.config.activation_memory_budget = 0.99  # as train() sets it with --compile
     critic_step, actor_step, temperature_step = (torch.compile(f) if variant == "compile" and f else f for f in steps)
     if name == "sac":
         log_alpha, last = torch.zeros((), requires_grad=True), {}
@@ -371,9 +375,11 @@ def sps(out: str, quick: bool):
 
 # ---- relu_mask ---------------------------------------------------------------------------------------------------
 def relu_mask(out: str):
-    """Why --compile is slower on this CPU: the compiled update saves each ReLU's mask (x <= 0) as a bool tensor
-    for the backward pass, and torch 2.13's generated CPU kernel stores bool masks slowly. Three compiled functions
-    on one critic layer's activations [2, 256, 256]: the ReLU alone, with the bool mask, with the mask as float."""
+    """Why the scripts' --compile sets torch._functorch.config.activation_memory_budget: by default the compiled
+    update saves each ReLU's mask (x <= 0) as a bool tensor for the backward pass, and torch 2.13's generated CPU
+    kernel stores bool masks slowly (with the setting, the masks are recomputed from the saved activations). Three
+    compiled functions on one critic layer's activations [2, 256, 256]: the ReLU alone, with the bool mask, with
+    the mask as float; and the eager ReLU."""
     x = torch.randn(2, B, H)
     fns = {"relu": torch.compile(lambda x: torch.relu(x)),
            "relu_and_bool_mask": torch.compile(lambda x: (torch.relu(x), torch.relu(x) <= 0)),
