@@ -338,7 +338,7 @@ def train(args: Args) -> dict:
     critic_step, actor_step = update_critic, update_actor
     if args.compile or args.cudagraphs:
         # recompute ReLU masks for the backward pass: saved as bool tensors, they are slow on a CPU (speed.py relu_mask)
-        torch._functorch.config.activation_memory_budget = 0.99
+        torch._functorch.config.activation_memory_budget = 0.99 if device.type == "cpu" else 1.0
         mode = "reduce-overhead" if args.cudagraphs else None
         critic_step, actor_step = (torch.compile(f, mode=mode) for f in (update_critic, update_actor))
 
