@@ -114,7 +114,7 @@ def summary():
                         key=lambda r: (list(PENDULUM).index(r["algo"]), r["overrides"]["total_timesteps"], r["seed"])):
             steps, curve = r["overrides"]["total_timesteps"], r["eval_curve"]
             ax.plot(*zip(*curve), styles.get(r["seed"], "o-"), ms=2, color=colors[r["algo"]],
-                    label=f"{r['algo']} seed {r['seed']} ({steps // 1000}k)")
+                    alpha=1.0 if steps > 100_000 else 0.4, label=f"{r['algo']} seed {r['seed']} ({steps // 1000}k)")
             best_step, best = max(curve, key=lambda point: point[1])
             print(f"| {task} | {r['algo']} | {steps // 1000}k | {r['seed']} | {r['final_eval_return']:.0f} | "
                   f"{best:.0f} ({best_step // 1000}k) | {PUBLISHED_1M[task][r['algo']]} | "
