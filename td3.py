@@ -113,7 +113,7 @@ class Args:
     log_every: int = 100
     """write losses and SPS to TensorBoard every this many env steps (the updates sync with the host only then)"""
     compile: bool = False
-    """torch.compile the update functions (the first updates wait ~30 s for it; on a CPU, level with eager)"""
+    """torch.compile the update functions (the first updates wait ~30 s for it; on a CPU, no faster than eager)"""
     cudagraphs: bool = False
     """with CUDA: also replay the compiled updates as CUDA graphs (torch.compile mode "reduce-overhead")"""
 
