@@ -10,11 +10,14 @@ The problem (chapter: "watch an actor-critic method learn on a simple 1D regulat
 Closed-form optimum, for every gamma in (0, 1]: r_0 = -s_0^2 is paid whatever we do, and a = -s
 puts the regulator at 0 where every later reward is 0. Hence
     mu*(s) = -s   (theta1* = -1)            V*(s) = -s^2   (phi1* = 0, phi2* = -1).
-For the Gaussian actor below, a ~ N(theta1 s, exp(theta2)), with g = (1 + theta1)^2 and gamma g < 1,
+For the Gaussian actor below, a ~ N(theta1 s, exp(theta2)), g = (1 + theta1)^2, gamma < 1 and gamma g < 1,
     V^pi(s) = -k s^2 - c,   k = 1 / (1 - gamma g),   c = gamma k exp(theta2) / (1 - gamma).
-The chapter's critic V(s) = phi1 s + phi2 s^2 has no constant, so it fits V^pi up to c: phi2 < 0 and
-phi1 -> 0 by symmetry. If alpha_actor is too large, theta1 overshoots -1 and the closed loop
-s' = (1 + theta1) s oscillates or diverges: try `--actor-lr 3`.
+The chapter's critic V(s) = phi1 s + phi2 s^2 has no constant feature, so it cannot hold -c: TD's fixed point
+puts part of c into phi2 instead. With the states s symmetric about 0, phi1 -> 0 and
+    phi2 = -E[s^4] / (E[s^4] - gamma E[s^2 s'^2]),
+a little below -1 once the exploration is small (the default run ends at phi2 = -1.004, theta2 = -4.6).
+If alpha_actor is too large, theta1 overshoots -1 and the closed loop s' = (1 + theta1) s oscillates or
+diverges: try `--actor-lr 3`.
 
 The chapter's equations, and the line that realises each (search for the tag):
     [policy]     pi_theta(a|s) = N(theta1 s, exp(theta2))                      Actor.forward
@@ -29,8 +32,13 @@ Run:  python regulator_1d.py                # seconds on a CPU; panels in runs/<
       tensorboard --logdir runs
 """
 
+import contextlib
+import datetime
+import itertools
+import math
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -49,22 +57,22 @@ from tqdm import tqdm
 
 @dataclass
 class Args:
+    """The chapter's 1-D regulator: a one-step actor-critic that learns mu(s) = -s in seconds on a CPU."""
+
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment (part of the run folder's name)"""
     seed: int = 1
-    """seed of the experiment: the same seed on the same machine gives the same run"""
+    """seed of the experiment, in [0, 2**32 - 1]: the same seed on the same machine gives the same run"""
     torch_deterministic: bool = True
-    """make torch pick deterministic algorithms"""
+    """torch.use_deterministic_algorithms(True, warn_only=True) and cudnn.deterministic"""
     cuda: bool = True
     """use CUDA when it is available (falls back to the CPU otherwise)"""
     threads: int = 1
     """torch CPU threads (1 keeps runs side by side from fighting over cores)"""
-    save_model: bool = False
-    """save a checkpoint (networks, optimizers, Args) to runs/<run>/regulator_1d.pt"""
     env_id: str = "Regulator1D"
     """the environment: this script has exactly one, the chapter's 1-D regulator"""
     total_timesteps: int = 64_000
-    """regulator steps in total, all regulators together"""
+    """regulator steps in total, all regulators together (rounded down to whole steps of --num-envs)"""
     num_envs: int = 32
     """regulators run in parallel as one tensor; each step is one update on that batch"""
     episode_length: int = 10
@@ -82,24 +90,30 @@ class Args:
     eval_episodes: int = 100
     """regulators (start states) per evaluation"""
     log_every: int = 20
-    """write scalars to TensorBoard every this many updates"""
+    """write scalars to TensorBoard every this many updates (charts/SPS: training steps per second)"""
 
-    def __post_init__(self):
+    def __post_init__(self):  # argument checks: one line on stderr and exit status 1 for each
         for name in ("total_timesteps", "num_envs", "episode_length", "actor_lr", "critic_lr", "threads",
                      "eval_every", "eval_episodes", "log_every"):
             if not getattr(self, name) > 0:
                 sys.exit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**32:
+            sys.exit(f"error: --seed must be in [0, 2**32 - 1], got {self.seed}")
         if not 0 < self.gamma <= 1:
             sys.exit(f"error: --gamma must be in (0, 1], got {self.gamma}")
         if self.env_id != "Regulator1D":
             sys.exit(f"error: unknown --env-id {self.env_id!r}: this script has only 'Regulator1D'")
+        if self.total_timesteps < self.num_envs:
+            sys.exit(f"error: --total-timesteps ({self.total_timesteps}) must be at least --num-envs "
+                     f"({self.num_envs})")
 
 
 class Regulator:
-    """`num_envs` scalar regulators as one tensor: s' = s + a, r = -s^2, truncated every `episode_length` steps."""
+    """`num_envs` scalar regulators as one tensor: s' = s + a, r = -s^2, truncated after `episode_length`."""
 
     def __init__(self, num_envs: int, episode_length: int, generator: torch.Generator, device: torch.device):
-        self.num_envs, self.episode_length, self.generator, self.device = num_envs, episode_length, generator, device
+        self.num_envs, self.episode_length, self.generator = num_envs, episode_length, generator
+        self.device = device
 
     def reset(self) -> torch.Tensor:
         self.t = 0
@@ -113,7 +127,7 @@ class Regulator:
         self.t += 1
         truncated = self.t == self.episode_length
         self.s = next_s
-        obs = self.reset() if truncated else next_s  # the next episode starts where an ended one would have gone on
+        obs = self.reset() if truncated else next_s  # restart; next_s stays the true s'
         return reward, next_s, truncated, obs
 
 
@@ -130,7 +144,7 @@ class Actor(nn.Module):
         self.theta2 = nn.Parameter(torch.tensor(init_log_var))
 
     def forward(self, s: torch.Tensor) -> torch.distributions.Normal:
-        # [policy]; no argument checks, so that a diverging run (large --actor-lr) is reported, not a traceback
+        # [policy]; no argument checks: a diverging run (large --actor-lr) is reported, not a traceback
         return torch.distributions.Normal(self.theta1 * s, torch.exp(0.5 * self.theta2), validate_args=False)
 
 
@@ -146,10 +160,20 @@ class Critic(nn.Module):
         return self.phi1 * s + self.phi2 * s**2  # [critic]
 
 
+def td_losses(actor: Actor, critic: Critic, s: torch.Tensor, a: torch.Tensor, reward: torch.Tensor,
+              next_s: torch.Tensor, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(actor loss, critic loss) of one batch; no termination here: always bootstrap, truncated or not."""
+    with torch.no_grad():
+        target = reward + gamma * critic(next_s)
+    delta = target - critic(s)  # [td] delta_t = r_t + gamma V(s_{t+1}) - V(s_t)
+    actor_loss = -(actor(s).log_prob(a) * delta.detach()).mean()  # [actor] delta detached: a fixed weight
+    return actor_loss, 0.5 * (delta**2).mean()  # [critic-loss]
+
+
 def evaluate(actor: Actor | str, episodes: int, episode_length: int, seed: int) -> np.ndarray:
     """Undiscounted returns of the deterministic policy a = theta1 s from `episodes` seeded start states.
 
-    `actor` may be a checkpoint path written by --save-model. The best possible return is -s_0^2."""
+    `actor` may be a checkpoint path (runs/<run>/checkpoint.pt). The best possible return is -s_0^2."""
     if isinstance(actor, str):
         checkpoint = torch.load(actor, weights_only=True, map_location="cpu")
         loaded = Actor(checkpoint["args"]["init_log_var"])
@@ -185,95 +209,142 @@ def plot_panels(actor: Actor, critic: Critic) -> plt.Figure:
     return fig
 
 
+def make_run_dir(args: Args) -> str:
+    """runs/{env_id}__{exp_name}__{seed}__{date-time}, with -2, -3, ... appended when it exists already."""
+    base = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+    for k in itertools.count(1):
+        path = base if k == 1 else f"{base}-{k}"
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+
+
+@contextlib.contextmanager
+def signals_caught():
+    """The first SIGINT / SIGTERM is noted (the loop stops after its step); a second one exits at once."""
+    caught = []
+
+    def handler(signum, frame):
+        if caught:
+            os._exit(128 + signum)
+        caught.append(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def save_checkpoint(path: str, args: Args, global_step: int, actor: Actor, critic: Critic,
+                    actor_optimizer: torch.optim.Optimizer, critic_optimizer: torch.optim.Optimizer) -> None:
+    """Atomically: a crash while writing leaves the previous file whole."""
+    torch.save({"script": "regulator_1d", "args": asdict(args), "global_step": global_step,
+                "actor": actor.state_dict(), "critic": critic.state_dict(),
+                "actor_optimizer": actor_optimizer.state_dict(),
+                "critic_optimizer": critic_optimizer.state_dict()}, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
 def train(args: Args) -> dict:
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
+    torch.use_deterministic_algorithms(args.torch_deterministic, warn_only=True)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     print(f"device: {device}")
-
-    writer = SummaryWriter(f"runs/{run_name}")
-    table = "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items())
-    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+    num_updates = args.total_timesteps // args.num_envs
+    if num_updates * args.num_envs != args.total_timesteps:
+        print(f"note: --total-timesteps {args.total_timesteps:,} rounded to {num_updates * args.num_envs:,} "
+              f"(whole steps of {args.num_envs} regulators)")
 
     env = make_env(args, torch.Generator(device).manual_seed(args.seed), device)
     actor, critic = Actor(args.init_log_var).to(device), Critic().to(device)
     actor_optimizer = torch.optim.SGD(actor.parameters(), lr=args.actor_lr)
     critic_optimizer = torch.optim.SGD(critic.parameters(), lr=args.critic_lr)
+    optimizers = actor_optimizer, critic_optimizer
 
-    num_updates = args.total_timesteps // args.num_envs
-    s = env.reset()
-    episode_return, last_return, eval_return = torch.zeros(args.num_envs, device=device), float("nan"), float("nan")
-    start_time = time.time()
-    progress = tqdm(total=num_updates * args.num_envs, disable=None, unit="step")
-    for update in range(1, num_updates + 1):
-        dist = actor(s)
-        a = dist.sample()
-        reward, next_s, truncated, next_obs = env.step(a)
-        episode_return += reward
+    with signals_caught() as caught:
+        run_dir = make_run_dir(args)
+        checkpoint_path = f"{run_dir}/checkpoint.pt"
+        writer = SummaryWriter(run_dir)
+        table = "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items())
+        writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+        s = env.reset()
+        episode_return, last_return = torch.zeros(args.num_envs, device=device), math.nan
+        eval_return, eval_time, sps, start_time = math.nan, 0.0, 0.0, time.time()
+        progress = tqdm(total=num_updates * args.num_envs, disable=None, unit="step")
+        for update in range(1, num_updates + 1):
+            a = actor(s).sample()
+            reward, next_s, truncated, next_obs = env.step(a)
+            episode_return += reward
+            actor_loss, critic_loss = td_losses(actor, critic, s, a, reward, next_s, args.gamma)
+            actor_optimizer.zero_grad()
+            actor_loss.backward()
+            actor_optimizer.step()
+            critic_optimizer.zero_grad()
+            critic_loss.backward()
+            critic_optimizer.step()
+            s = next_obs
 
-        v = critic(s)
-        with torch.no_grad():
-            td_target = reward + args.gamma * critic(next_s)  # no termination here: always bootstrap, truncated or not
-        delta = td_target - v  # [td] delta_t = r_t + gamma V(s_{t+1}) - V(s_t)
-        actor_loss = -(dist.log_prob(a) * delta.detach()).mean()  # [actor] delta detached: a fixed weight for the actor
-        critic_loss = 0.5 * (delta**2).mean()  # [critic-loss]
+            global_step = update * args.num_envs
+            # A check per update: cheap for four scalar parameters, and it ends a diverged run with a message.
+            diverged = not torch.isfinite(torch.stack([*actor.parameters(), *critic.parameters()])).all()
+            if diverged:
+                progress.close()
+                print(f"diverged at step {global_step:,}: the actor's step size is too large (see the module "
+                      "docstring); no checkpoint written")
+                break
+            progress.update(args.num_envs)
+            if truncated:
+                last_return = episode_return.mean().item()
+                writer.add_scalar("charts/episodic_return", last_return, global_step)
+                writer.add_scalar("charts/episodic_length", args.episode_length, global_step)
+                progress.set_postfix(ret=f"{last_return:.3f}", theta1=f"{actor.theta1.item():.3f}")
+                episode_return.zero_()
+            sps = global_step / (time.time() - start_time - eval_time)
+            if update % args.log_every == 0 or update == num_updates:
+                for name, value in (("theta1", actor.theta1), ("theta2", actor.theta2), ("phi1", critic.phi1),
+                                    ("phi2", critic.phi2)):
+                    writer.add_scalar(f"params/{name}", value.item(), global_step)
+                writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
+                writer.add_scalar("losses/critic_loss", critic_loss.item(), global_step)
+                writer.add_scalar("charts/SPS", sps, global_step)
+            if global_step % args.eval_every < args.num_envs or update == num_updates:
+                eval_start = time.time()
+                eval_return = evaluate(actor, args.eval_episodes, args.episode_length, args.seed + 10_000)
+                eval_return = eval_return.mean()
+                writer.add_scalar("eval/episodic_return", eval_return, global_step)
+                eval_time += time.time() - eval_start
+            if caught:
+                break
+        progress.close()
 
-        actor_optimizer.zero_grad()
-        actor_loss.backward()
-        actor_optimizer.step()
-        critic_optimizer.zero_grad()
-        critic_loss.backward()
-        critic_optimizer.step()
-        s = next_obs
-
-        global_step = update * args.num_envs
-        # A scalar check per update: cheap for two scalar parameters, and it ends a diverged run with a message.
-        diverged = not torch.isfinite(torch.stack([*actor.parameters(), *critic.parameters()])).all().item()
-        if diverged:
-            print(f"diverged at step {global_step}: the actor's step size is too large (see the module docstring)")
-            break
-        progress.update(args.num_envs)
-        if truncated:
-            last_return = episode_return.mean().item()
-            writer.add_scalar("charts/episodic_return", last_return, global_step)
-            writer.add_scalar("charts/episodic_length", args.episode_length, global_step)
-            progress.set_postfix(ret=f"{last_return:.3f}", theta1=f"{actor.theta1.item():.3f}")
-            episode_return.zero_()
-        if update % args.log_every == 0 or update == num_updates:
-            for name, value in (("theta1", actor.theta1), ("theta2", actor.theta2), ("phi1", critic.phi1),
-                                ("phi2", critic.phi2)):
-                writer.add_scalar(f"params/{name}", value.item(), global_step)
-            writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
-            writer.add_scalar("losses/critic_loss", critic_loss.item(), global_step)
-            writer.add_scalar("charts/SPS", global_step / (time.time() - start_time), global_step)
-        if global_step % args.eval_every < args.num_envs or update == num_updates:
-            eval_return = evaluate(actor, args.eval_episodes, args.episode_length, seed=args.seed + 10_000).mean()
-            writer.add_scalar("eval/episodic_return", eval_return, global_step)
-    progress.close()
-
-    metrics = {name: p.item() for name, p in (*actor.named_parameters(), *critic.named_parameters())}
-    metrics["diverged"] = diverged
-    metrics["charts/episodic_return"] = last_return
-    metrics["global_step"] = global_step
-    metrics["eval/episodic_return"] = float("nan") if diverged else float(eval_return)
-    metrics["charts/SPS"] = global_step / (time.time() - start_time)
-    metrics["run_dir"] = f"runs/{run_name}"
-    fig = plot_panels(actor, critic)
-    fig.savefig(f"runs/{run_name}/panels.png", dpi=100)
-    writer.add_figure("panels", fig, global_step)
-    if args.save_model:
-        path = f"runs/{run_name}/{args.exp_name}.pt"
-        torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(), "args": asdict(args),
-                    "actor_optimizer": actor_optimizer.state_dict(),
-                    "critic_optimizer": critic_optimizer.state_dict()}, path)
-        print(f"model saved to {path}")
-        metrics["model_path"] = path
-    writer.close()
-    print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+        if not diverged:
+            save_checkpoint(checkpoint_path, args, global_step, actor, critic, *optimizers)
+        if caught:
+            writer.close()
+            print(f"interrupted at step {global_step:,}: checkpoint {checkpoint_path}")
+            sys.exit(128 + caught[0])
+        metrics = {name: p.item() for name, p in (*actor.named_parameters(), *critic.named_parameters())}
+        checkpoint_path = None if diverged else checkpoint_path
+        metrics |= {"diverged": bool(diverged), "charts/episodic_return": last_return,
+                    "eval/episodic_return": math.nan if diverged else float(eval_return), "charts/SPS": sps,
+                    "global_step": global_step, "run_dir": run_dir, "checkpoint": checkpoint_path}
+        fig = plot_panels(actor, critic)
+        fig.savefig(f"{run_dir}/panels.png", dpi=100)
+        writer.add_figure("panels", fig, global_step)
+        writer.close()
+    elapsed = datetime.timedelta(seconds=round(time.time() - start_time))
+    print(f"finished {global_step:,} steps in {elapsed} ({sps:,.0f} steps/s); final evaluation return "
+          f"{metrics['eval/episodic_return']:.3f}; theta1 {metrics['theta1']:.3f} phi2 {metrics['phi2']:.3f}")
+    print(f"run folder: {run_dir}   (tensorboard --logdir runs)")
+    print(f"checkpoint: {checkpoint_path or 'none (the parameters are not finite)'}")
     return metrics
 
 
