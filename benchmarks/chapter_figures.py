@@ -275,7 +275,7 @@ def main(args: Args) -> dict:
     torch.set_num_threads(1)
     os.makedirs(args.out_dir, exist_ok=True)
     generator = torch.Generator().manual_seed(args.seed)
-    results, seconds = {"args": asdict(args) | {"out_dir": None}}, {}
+    results, seconds = {"args": {k: v for k, v in asdict(args).items() if k != "out_dir"}}, {}
     for name, draw in (("td_vs_return", lambda: figure_td_vs_return(args, generator)[:2]),
                        ("gae", lambda: figure_gae(args, generator)[:2]),
                        ("exploration", lambda: figure_exploration(args)[:2]),
