@@ -23,7 +23,7 @@ is recorded with its error, and the kit goes on; the limits also fit the whole k
                     goes to evaluation is eval_episodes x (seconds per episode) against eval_every / SPS.
   regulator_1d ...  regulator_1d, ac, a2c, alphazero with short budgets: train() with --no-cuda, then with --cuda
   alphazero         (the CUDA context made first), metrics["charts/SPS"] of each: does the GPU help small networks?
-  tests             pytest tests/test_gpu.py (with pytest-xdist's -n 4 where there is a GPU)
+  tests             pytest tests/test_gpu.py (with pytest-xdist's -n 8 where there is a GPU)
 
 The JSON goes to --json, else $OUT/gpu.json when $OUT is set, else benchmarks/results/gpu.json (--dry-run: a
 temporary folder); the markdown table is printed and written beside it (.md).
@@ -56,13 +56,13 @@ SMALL = ("regulator_1d", "ac", "a2c", "alphazero")
 # per phase: (time limit in seconds, the least it may be cut to); the GPU run's limits add up to more than the
 # budget: a phase that ends early leaves its time to the later ones, and a phase never eats the later ones' least
 LIMITS = {"install": (90, 30), "info": (60, 20), "offpolicy/eager": (45, 30), "offpolicy/cudagraphs": (100, 45),
-          "offpolicy/compile": (90, 45), "small": (40, 20), "tests": (150, 90)}
+          "offpolicy/compile": (90, 45), "small": (40, 20), "tests": (150, 80)}
 DRY_LIMITS = {"install": (30, 5), "info": (30, 10), "offpolicy/eager": (40, 20), "offpolicy/cudagraphs": (40, 20),
               "offpolicy/compile": (40, 20), "small": (40, 15), "tests": (60, 30)}
 
 # the GPU run's budgets, and the dry run's tiny ones
 # warmup: learning steps counted as the compile warm-up (td3's actor first compiles at its second update)
-OFFPOLICY_SETTINGS = {"gpu": dict(learning_starts=5_000, warmup=50, steady_s=10.0, eval_after=1_000, eval_episodes=2),
+OFFPOLICY_SETTINGS = {"gpu": dict(learning_starts=5_000, warmup=50, steady_s=8.0, eval_after=1_000, eval_episodes=2),
                       "dry": dict(learning_starts=200, warmup=10, steady_s=1.0, eval_after=5, eval_episodes=1)}
 SMALL_SETTINGS = {
     "gpu": {"regulator_1d": dict(total_timesteps=32_000, eval_every=32_000),
@@ -382,7 +382,7 @@ def phase_tests(limit: float, dry: bool) -> dict:
         cmd = [sys.executable, "-m", "pytest", os.path.join(ROOT, "tests", "test_gpu.py"), "-q", "-rfEs",
                "-o", "addopts=", "-m", "not slow", "-p", "no:cacheprovider", "--rootdir", ROOT]
         if not dry and importlib.util.find_spec("xdist"):
-            cmd += ["-n", "4"]  # the compiling tests side by side: the machine has 16 cores
+            cmd += ["-n", "8"]  # the compiling tests side by side: the machine has 16 cores
         code, tail, seconds = run_process(cmd, limit, phase_env(tmp), ROOT)
     counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|errors?)\b", tail)}
     result = {"seconds": seconds, "limit_s": limit, "counts": counts, "command": " ".join(cmd[1:])}
@@ -411,7 +411,8 @@ def main():
     parser.add_argument("--dry-run", action="store_true", help="a CPU, tiny budgets, no install (about a minute)")
     parser.add_argument("--json", help="where the JSON goes (the markdown table goes beside it, .md)")
     parser.add_argument("--budget", type=float, help="seconds for the whole kit (default 465; --dry-run 240)")
-    parser.add_argument("--only", help="comma-separated phase names to run, e.g. sac/cudagraphs,tests")
+    parser.add_argument("--only", help="comma-separated phases to run (install always runs), e.g. "
+                        "info,sac/cudagraphs,tests; names: " + ", ".join(p[0] for p in plan(False)[1:]))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--limit", type=float, default=60.0, help=argparse.SUPPRESS)
@@ -429,7 +430,7 @@ def main():
     else:
         path = os.path.join(ROOT, "benchmarks", "results", "gpu.json")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    phases = [p for p in plan(dry) if not cli.only or p[0] in cli.only.split(",")]
+    phases = [p for p in plan(dry) if not cli.only or p[0] in ["install", *cli.only.split(",")]]
     limits = DRY_LIMITS if dry else LIMITS
     report = {"kit": {"dry_run": dry, "budget_s": budget, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                       "python": platform.python_version(), "git": git_head()}, "phases": {}}
@@ -452,6 +453,8 @@ def main():
         report["kit"]["wall_s"] = time.perf_counter() - start
         write_json(path, report)
         print(f"[{time.perf_counter() - start:5.0f} s] {name}: {result['status']}", flush=True)
+        if name == "info" and not dry and result.get("cuda_available") is False:
+            print("warning: no CUDA device here: every figure below is the CPU's", flush=True)
     table = markdown(report)
     report["markdown"] = table
     write_json(path, report)
