@@ -19,5 +19,7 @@ def test_learns_inverted_pendulum_within_100k_steps(seed):
     """Gaussian actions: InvertedPendulum-v4 (best return 1000) at 100k steps, the deterministic policy (the mean
     action) returns >= 950. The training returns of the sampled actions still dip at times (seed 3: a mean of 109
     over the last 20 episodes at 100k, 1000 at 150k), so they are not part of the bar."""
-    metrics = train(Args(seed=seed, env_id="InvertedPendulum-v4", cuda=False, eval_every=100_000))
+    metrics = train(Args(seed=seed, env_id="InvertedPendulum-v4", total_timesteps=100_000, cuda=False,
+                         eval_every=100_000))
+    assert metrics["global_step"] == 100_000
     assert metrics["eval/episodic_return"] >= 950, metrics
