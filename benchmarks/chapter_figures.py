@@ -266,7 +266,7 @@ def figure_regulator(args: Args) -> tuple[plt.Figure, dict]:
     actor, critic = regulator_1d.Actor(regulator_1d.Args.init_log_var), regulator_1d.Critic()
     for module in (actor, critic):
         module.load_state_dict({name: torch.tensor(metrics[name]) for name in module.state_dict()})
-    numbers = {name: metrics[name] for name in (*actor.state_dict(), *critic.state_dict())}
+    numbers = {name: p.item() for name, p in (*actor.named_parameters(), *critic.named_parameters())}
     numbers |= {"optimum": {"theta1": -1.0, "phi1": 0.0, "phi2": -1.0}, "diverged": metrics["diverged"]}
     return regulator_1d.plot_panels(actor, critic), numbers
 

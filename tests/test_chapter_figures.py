@@ -114,6 +114,8 @@ def test_command_end_to_end(tmp_path):
     assert set(names) <= set(numbers) and numbers["args"]["critic_bias"] == 2.0
     assert list(numbers["gae"]) == ["0.0", "0.9", "1.0"]
     assert numbers["td_vs_return"]["td_residual"]["closed_form_mean"] == pytest.approx(-2 + 0.99 * 2)
+    for estimator in [*numbers["td_vs_return"].values(), *numbers["gae"].values()]:  # the arguments reach the samples
+        assert abs(estimator["mean"] - estimator["closed_form_mean"]) < 4 * estimator["closed_form_std"] / 300**0.5
     regulator = numbers["regulator"]
     assert abs(regulator["theta1"] + 1) < 0.05 and abs(regulator["phi2"] + 1) < 0.1 and not regulator["diverged"]
     assert "td_residual" in result.stdout and not os.path.exists("runs")  # the regulator's run folder is thrown away
