@@ -136,6 +136,7 @@ class SeparateCritics(torch.nn.Module):
         super().__init__()
         self.critics = torch.nn.ModuleList(ddpg.Critic(observation_space, action_space) for _ in range(n))
         self.weight_grads = weight_grads
+        self.q1 = lambda obs, action, detach=False: self.forward(obs, action, True, detach)[0]  # td3's actor update
 
     def forward(self, obs, action, first_only=False, detach=False):
         q = [c(obs, action, detach=detach and not self.weight_grads) for c in self.critics[: 1 if first_only else None]]
@@ -158,7 +159,7 @@ def learner(name: str, variant: str, args, envs) -> tuple[dict, torch.nn.Module]
     torch.manual_seed(0)
     actor = module.Actor(*spaces)
     if variant in ("eager", "compile"):
-        critic = module.Critic(*spaces)
+        critic = (module.TwinCritic if name == "td3" else module.Critic)(*spaces)
     else:
         critic = SeparateCritics(*spaces, 1 if name == "ddpg" else 2, weight_grads=variant == "plain")
     actor_target, critic_target = (copy.deepcopy(m).requires_grad_(False) for m in (actor, critic))
@@ -215,13 +216,13 @@ def offpolicy_one(name: str, mode: str, quick: bool) -> dict:
 
     def env_step(actions):  # train's loop body after acting: step, store the transition
         next_obs, rewards, terminations, _, infos = envs.step(actions)
-        rb.add(state["obs"], module.final_observations(next_obs, infos), actions, rewards, terminations)
+        rb.add(state["obs"], actions, rewards, module.final_observations(next_obs, infos), terminations)
         state["obs"] = next_obs
 
     for _ in range(2_000 if quick else 10_000):  # real Hopper transitions, uniformly random actions
         env_step(envs.action_space.sample())
     # the compile process times eager beside it: its speed-up is measured in one process, under the same load
-    variants = ["eager", "plain"] + ["separate_critics"] * (name != "ddpg") if mode == "eager" else ["compile", "eager"]
+    variants = ["eager", "plain"] + ["separate_critics"] * (name == "sac") if mode == "eager" else ["compile", "eager"]
     learners = {v: learner(name, v, args, envs) for v in variants}
     result, pf = {"algo": name, "mode": mode, "policy_frequency": args.policy_frequency}, args.policy_frequency
     if mode == "compile":  # the first updates compile every function (td3's actor waits for the second update)
