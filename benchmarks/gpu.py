@@ -62,7 +62,7 @@ DRY_LIMITS = {"install": (30, 5), "info": (30, 10), "offpolicy/eager": (40, 20),
 
 # the GPU run's budgets, and the dry run's tiny ones
 # warmup: learning steps counted as the compile warm-up (td3's actor first compiles at its second update)
-OFFPOLICY_SETTINGS = {"gpu": dict(learning_starts=5_000, warmup=50, steady_s=8.0, eval_after=1_000, eval_episodes=2),
+OFFPOLICY_SETTINGS = {"gpu": dict(learning_starts=5_000, warmup=50, steady_s=8.0, eval_after=200, eval_episodes=2),
                       "dry": dict(learning_starts=200, warmup=10, steady_s=1.0, eval_after=5, eval_episodes=1)}
 SMALL_SETTINGS = {
     "gpu": {"regulator_1d": dict(total_timesteps=32_000, eval_every=32_000),
@@ -495,7 +495,9 @@ def markdown(report: dict) -> str:
             lines.append(f"| {script} | {flags[mode]} | {short(r['status'])} | | | |")
             continue
         share = r.get("eval_share_at_defaults")
-        lines.append(f"| {script} | {flags[mode]} | {fmt(r.get('learning_sps'))} | "
+        notes = " (recompiled while timed)" * (r.get("graphs_at_end") != r.get("graphs_after_warmup"))
+        notes += " (cut short)" * ("cut short" in r["status"])
+        lines.append(f"| {script} | {flags[mode]} | {fmt(r.get('learning_sps'))}{notes} | "
                      f"{fmt(r.get('warmup_s'), '{:.1f} s')} ({fmt(r.get('warmup_cost_s'), '{:.1f} s')}) | "
                      f"{fmt(r.get('random_phase_sps'))} | "
                      f"{fmt(None if share is None else 100 * share, '{:.0f}%')}"
