@@ -411,8 +411,8 @@ def main():
     parser.add_argument("--dry-run", action="store_true", help="a CPU, tiny budgets, no install (about a minute)")
     parser.add_argument("--json", help="where the JSON goes (the markdown table goes beside it, .md)")
     parser.add_argument("--budget", type=float, help="seconds for the whole kit (default 465; --dry-run 240)")
-    parser.add_argument("--only", help="comma-separated phases to run (install always runs), e.g. "
-                        "info,sac/cudagraphs,tests; names: " + ", ".join(p[0] for p in plan(False)[1:]))
+    parser.add_argument("--only", help="comma-separated phases to run (install and info always run), e.g. "
+                        "sac/cudagraphs,tests; names: " + ", ".join(p[0] for p in plan(False)[2:]))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--limit", type=float, default=60.0, help=argparse.SUPPRESS)
@@ -430,7 +430,7 @@ def main():
     else:
         path = os.path.join(ROOT, "benchmarks", "results", "gpu.json")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    phases = [p for p in plan(dry) if not cli.only or p[0] in ["install", *cli.only.split(",")]]
+    phases = [p for p in plan(dry) if not cli.only or p[0] in ["install", "info", *cli.only.split(",")]]
     limits = DRY_LIMITS if dry else LIMITS
     report = {"kit": {"dry_run": dry, "budget_s": budget, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                       "python": platform.python_version(), "git": git_head()}, "phases": {}}
@@ -455,6 +455,14 @@ def main():
         print(f"[{time.perf_counter() - start:5.0f} s] {name}: {result['status']}", flush=True)
         if name == "info" and not dry and result.get("cuda_available") is False:
             print("warning: no CUDA device here: every figure below is the CPU's", flush=True)
+    for script in ("sac", "td3"):  # evaluation runs the same eager actor whatever the mode: its time, each mode's speed
+        eager = report["phases"].get(f"{script}/eager", {})
+        for mode in ("compile", "cudagraphs"):
+            r = report["phases"].get(f"{script}/{mode}", {})
+            if "eval_s_per_episode" in eager and "learning_sps" in r:
+                eval_s = eager["eval_s_per_episode"] * eager["default_eval_episodes"]
+                r["eval_share_at_defaults"] = eval_s / (eval_s + eager["default_eval_every"] / r["learning_sps"])
+                r["eval_share_from"] = f"{script}/eager's evaluation, timed, with this phase's learning speed"
     table = markdown(report)
     report["markdown"] = table
     write_json(path, report)
@@ -497,11 +505,11 @@ def markdown(report: dict) -> str:
         share = r.get("eval_share_at_defaults")
         notes = " (recompiled while timed)" * (r.get("graphs_at_end") != r.get("graphs_after_warmup"))
         notes += " (cut short)" * ("cut short" in r["status"])
+        per_episode = f" ({r['eval_s_per_episode']:.2f} s/episode)" if "eval_s_per_episode" in r else ""
         lines.append(f"| {script} | {flags[mode]} | {fmt(r.get('learning_sps'))}{notes} | "
                      f"{fmt(r.get('warmup_s'), '{:.1f} s')} ({fmt(r.get('warmup_cost_s'), '{:.1f} s')}) | "
                      f"{fmt(r.get('random_phase_sps'))} | "
-                     f"{fmt(None if share is None else 100 * share, '{:.0f}%')}"
-                     f"{'' if share is None else ' (' + fmt(r.get('eval_s_per_episode'), '{:.2f}') + ' s/episode)'} |")
+                     f"{fmt(None if share is None else 100 * share, '{:.0f}%')}{per_episode} |")
     lines += ["", "| script | --no-cuda SPS | --cuda SPS | --cuda / --no-cuda |", "|-|-|-|-|"]
     for script in SMALL:
         r = phases.get(script)
