@@ -55,14 +55,14 @@ SMALL = ("regulator_1d", "ac", "a2c", "alphazero")
 
 # per phase: (time limit in seconds, the least it may be cut to); the GPU run's limits add up to more than the
 # budget: a phase that ends early leaves its time to the later ones, and a phase never eats the later ones' least
-LIMITS = {"install": (90, 30), "info": (60, 20), "offpolicy/eager": (45, 30), "offpolicy/cudagraphs": (100, 45),
-          "offpolicy/compile": (90, 45), "small": (40, 20), "tests": (150, 80)}
+LIMITS = {"install": (60, 20), "info": (40, 15), "offpolicy/eager": (40, 25), "offpolicy/cudagraphs": (100, 50),
+          "offpolicy/compile": (90, 50), "small": (35, 15), "tests": (150, 75)}
 DRY_LIMITS = {"install": (30, 5), "info": (30, 10), "offpolicy/eager": (40, 20), "offpolicy/cudagraphs": (40, 20),
               "offpolicy/compile": (40, 20), "small": (40, 15), "tests": (60, 30)}
 
 # the GPU run's budgets, and the dry run's tiny ones
 # warmup: learning steps counted as the compile warm-up (td3's actor first compiles at its second update)
-OFFPOLICY_SETTINGS = {"gpu": dict(learning_starts=5_000, warmup=50, steady_s=8.0, eval_after=200, eval_episodes=2),
+OFFPOLICY_SETTINGS = {"gpu": dict(learning_starts=5_000, warmup=50, steady_s=6.0, eval_after=200, eval_episodes=2),
                       "dry": dict(learning_starts=200, warmup=10, steady_s=1.0, eval_after=5, eval_episodes=1)}
 SMALL_SETTINGS = {
     "gpu": {"regulator_1d": dict(total_timesteps=32_000, eval_every=32_000),
