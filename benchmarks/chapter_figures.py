@@ -9,12 +9,13 @@
   chapter_regulator.png     the 1-D regulator's policy and critic vs the optimum  (regulator_1d.train, plot_panels)
   chapter_figures.json      the numbers behind them: sampled means and stds beside their closed forms
 
-The chain (figures 1 and 2). States s_0, ..., s_{H-1}, then the episode ends; each step pays r ~ N(m, sigma^2),
+The chain (figures 1 and 2): states s_0, ..., s_{H-1}, then the end s_H; each step pays r ~ N(m, sigma^2),
 except at s_0, where the policy takes one of two actions with probability 1/2: action a pays N(m + A, sigma^2),
 the other N(m - A, sigma^2), and both lead to s_1. Transitions are deterministic, so
     V(s_k) = m sum_{j=0}^{H-1-k} gamma^j,    Q(s_0, a) = V(s_0) + A,    the true advantage A(s_0, a) = A.
-The critic is V_phi(s_k) = V(s_k) + b for k >= 1 and exact at s_0 (an error at s_0 would shift every
-estimator alike: a baseline, which leaves the policy gradient unbiased; the error that biases it lies ahead).
+The critic is V_phi(s_k) = V(s_k) + b for k >= 1, the end s_H included (there only the done flag keeps it out),
+and exact at s_0 (an error at s_0 would shift every estimator alike: a baseline, which leaves the policy
+gradient unbiased; the error that biases it lies ahead).
 On episodes that take a at s_0, GAE(lambda) at t = 0 is sum_l (gamma lambda)^l delta_l, each delta_l holding
 one reward's noise, hence
     mean = A + b (1 - lambda) sum_{k=1}^{H-1} gamma^k lambda^(k-1)   (lambda = 0, the TD residual: A + gamma b)
@@ -93,14 +94,14 @@ class Args:
 
 # Figures 1 and 2: the chain ----------------------------------------------------------------------------
 def true_values(args: Args) -> torch.Tensor:
-    """V(s_0), ..., V(s_{H-1}) [H]."""
+    """V(s_0), ..., V(s_H) [H + 1]; V(s_H) = 0, the episode has ended."""
     discounts = args.gamma ** torch.arange(args.horizon, dtype=torch.float64)
-    return torch.stack([args.step_reward * discounts[: args.horizon - k].sum() for k in range(args.horizon)])
+    return torch.stack([args.step_reward * discounts[: args.horizon - k].sum() for k in range(args.horizon + 1)])
 
 
 def critic_values(args: Args) -> torch.Tensor:
-    """V_phi(s_0), ..., V_phi(s_{H-1}) [H]: exact at s_0, off by b ahead."""
-    return true_values(args) + args.critic_bias * (torch.arange(args.horizon) >= 1)
+    """V_phi(s_0), ..., V_phi(s_H) [H + 1]: exact at s_0, off by b ahead (at s_H too: it cannot see the end)."""
+    return true_values(args) + args.critic_bias * (torch.arange(args.horizon + 1) >= 1)
 
 
 def sample_rewards(args: Args, advantage: float, generator: torch.Generator) -> torch.Tensor:
@@ -121,12 +122,12 @@ def full_return(rewards: torch.Tensor, values: torch.Tensor, gamma: float) -> to
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
-    """a2c.compute_gae's advantage at t = 0 [samples], one episode per column; it ends after s_{H-1}."""
+    """a2c.compute_gae's advantage at t = 0 [samples], one episode per column. values: V_phi(s_0..s_H)."""
     horizon, n = rewards.shape
     dones = torch.zeros_like(rewards)
-    dones[-1] = 1.0
-    last_value = torch.zeros(n, dtype=rewards.dtype)  # masked by the done: never read
-    return a2c.compute_gae(rewards, values[:, None].expand(horizon, n), dones, last_value, gamma, lam)[0][0]
+    dones[-1] = 1.0  # the episode ends after s_{H-1}: compute_gae must not bootstrap from V_phi(s_H)
+    return a2c.compute_gae(rewards, values[:-1, None].expand(horizon, n), dones, values[-1].expand(n), gamma,
+                           lam)[0][0]
 
 
 def gae_weights(gamma: float, lam: float, horizon: int) -> torch.Tensor:

@@ -33,7 +33,7 @@ def test_the_chain_has_the_true_advantage():
     standard_error = g_a.std() / math.sqrt(args.samples)
     assert abs(v0 - cf.true_values(args)[0]) < 4 * standard_error
     assert abs(g_a.mean() - v0 - (-2.0)) < 4 * standard_error
-    assert cf.true_values(args)[-1] == pytest.approx(-1.0)  # the last state: one reward left
+    assert cf.true_values(args)[-2] == pytest.approx(-1.0) and cf.true_values(args)[-1] == 0  # one reward, none
     assert cf.critic_values(args)[0] == cf.true_values(args)[0]  # exact at s_0, off by b ahead
     assert torch.allclose(cf.critic_values(args)[1:] - cf.true_values(args)[1:], torch.tensor(args.critic_bias,
                                                                                                dtype=torch.float64))
@@ -64,8 +64,8 @@ def test_lambda_0_and_1_reproduce_td_and_monte_carlo_through_compute_gae():
     assert torch.allclose(cf.gae(rewards, values, args.gamma, 0.0), cf.td_residual(rewards, values, args.gamma))
     assert torch.allclose(cf.gae(rewards, values, args.gamma, 1.0), cf.full_return(rewards, values, args.gamma))
     # in between: the chapter's sum_l (gamma lambda)^l delta_l, delta from the critic, no bootstrap at the end
-    next_values = torch.cat([values[1:], torch.zeros(1, dtype=values.dtype)])
-    deltas = rewards + args.gamma * next_values[:, None] - values[:, None]
+    next_values = torch.cat([values[1:-1], torch.zeros(1, dtype=values.dtype)])  # no bootstrap at the end
+    deltas = rewards + args.gamma * next_values[:, None] - values[:-1, None]
     weights = (args.gamma * 0.6) ** torch.arange(args.horizon, dtype=torch.float64)
     assert torch.allclose(cf.gae(rewards, values, args.gamma, 0.6), (weights[:, None] * deltas).sum(0))
 
