@@ -1,10 +1,19 @@
+import glob
+import inspect
+import io
 import os
+import re
+import runpy
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import torch
+import tyro
 from helpers import REPO, only_run_dir, read_scalars, run_script
 
 import alphazero
@@ -12,7 +21,7 @@ from alphazero import Args, Net, Tree, evaluate, exhaustive_losses, make_env, mo
 
 TTT, C4 = ("tictactoe", 3, 3, 3), ("connect4", 6, 7, 4)
 DIRECTIONS = {"horizontal": (0, 1), "vertical": (1, 0), "diagonal": (1, 1), "anti-diagonal": (1, -1)}
-TINY = dict(total_games=64, num_envs=16, simulations=8, eval_every=32, eval_games=4, rollouts=8, cuda=False)
+TINY = dict(total_games=32, num_envs=8, simulations=4, eval_every=16, eval_games=2, rollouts=4, cuda=False)
 
 
 def neutral(game):
@@ -274,31 +283,9 @@ def test_exhaustive_check_counts_losing_lines():
     assert exhaustive_losses(game, lambda b: alphazero.perfect_moves(game, b, rng, memo), False) == 0
 
 
-def test_cli_end_to_end_and_tensorboard_events():
-    result = run_script("alphazero.py", "--total-games", "128", "--eval-every", "64", "--eval-games", "10",
-                        "--rollouts", "20", "--no-cuda")
-    assert result.returncode == 0, result.stderr
-    assert "device: cpu" in result.stdout
-    scalars = read_scalars(only_run_dir())
-    for tag in ("losses/policy_loss", "losses/value_loss", "charts/SPS", "charts/episodic_length",
-                "charts/draw_rate", "eval/exhaustive_losses"):
-        assert tag in scalars, tag
-    for opponent in ("random", "mcts", "minimax"):
-        steps = None
-        for outcome in ("win", "draw", "loss"):
-            assert f"eval/{opponent}_{outcome}" in scalars
-            steps = [step for step, _ in scalars[f"eval/{opponent}_{outcome}"]]
-        assert len(steps) == 2 and 64 <= steps[0] < 128 <= steps[1]
-        total = sum(scalars[f"eval/{opponent}_{o}"][-1][1] for o in ("win", "draw", "loss"))
-        assert total == pytest.approx(1)
-    assert len(scalars["losses/policy_loss"]) >= 2  # one point per iteration of num_envs games
-    assert all(0 < v < 3 for _, v in scalars["losses/policy_loss"] + scalars["losses/value_loss"])
-    assert 5 <= scalars["charts/episodic_length"][-1][1] <= 9
-
-
 def test_connect_four_runs_end_to_end():
     metrics = train(Args(game="connect4", **TINY))
-    assert metrics["global_step"] >= 64 and "eval/minimax_win" not in metrics
+    assert metrics["global_step"] == 32 and "eval/minimax_win" not in metrics
     assert metrics["eval/random_win"] + metrics["eval/random_draw"] + metrics["eval/random_loss"] == pytest.approx(1)
 
 
@@ -314,63 +301,425 @@ def test_same_seed_same_run(tmp_path, monkeypatch):
     assert runs[0] != runs[2]
 
 
-def test_checkpoint_loads_back_with_weights_only():
-    metrics = train(Args(save_model=True, **TINY))
-    checkpoint = torch.load(metrics["model_path"], weights_only=True)
-    assert set(checkpoint) == {"net", "optimizer", "args"} and checkpoint["args"]["total_games"] == 64
-    results = evaluate(metrics["model_path"], "random", 4, seed=1 + 10_000)  # the seed the final evaluation used
+# ---- checkpoints, resume, signals, NaN, --evaluate, --play, bad paths, --help, argument checks
+
+SMALL = dict(total_games=48, num_envs=8, simulations=4, eval_every=1_000, eval_games=2, rollouts=2, cuda=False)
+CLI = ["--total-games", "48", "--num-envs", "8", "--simulations", "4", "--eval-every", "24", "--eval-games", "2",
+       "--rollouts", "2", "--checkpoint-every", "16", "--no-cuda"]
+
+
+def start(*argv):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    return subprocess.Popen([sys.executable, os.path.join(REPO, "alphazero.py"), *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for_checkpoint(process, timeout=300):
+    start_time = time.time()
+    while not glob.glob("runs/*/checkpoint.pt"):
+        assert process.poll() is None, process.communicate()
+        assert time.time() - start_time < timeout
+        time.sleep(0.02)
+    return glob.glob("runs/*/checkpoint.pt")[0]
+
+
+def test_cli_killed_then_resumed_finishes_the_budget_with_continuous_curves():
+    process = start(*CLI)
+    path = wait_for_checkpoint(process)
+    process.kill()  # SIGKILL: no handler runs
+    assert process.wait() == -signal.SIGKILL
+    killed_at = torch.load(path, weights_only=True)["games"]
+    assert 16 <= killed_at < 48
+    result = run_script("alphazero.py", "--resume", path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()[-3:]
+    assert lines[0].startswith("finished 48 self-play games in ") and "random " in lines[0]
+    assert lines[1] == f"run folder: {os.path.dirname(path)}   (tensorboard --logdir runs)"
+    assert lines[2] == f"checkpoint: {path}"
+    assert glob.glob("runs/*") == [os.path.dirname(path)]  # the resumed run stays in its folder
+    scalars = read_scalars(os.path.dirname(path))
+    for tag in ("losses/policy_loss", "losses/value_loss", "charts/SPS", "charts/episodic_length",
+                "charts/draw_rate", "eval/exhaustive_losses") + tuple(
+            f"eval/{o}_{x}" for o in ("random", "mcts", "minimax") for x in ("win", "draw", "loss")):
+        steps = [step for step, _ in scalars[tag]]
+        assert steps == sorted(set(steps)) and steps[-1] == 48, (tag, steps)  # one curve, to the budget
+    evaluated = [step for step, _ in scalars["eval/random_win"]]
+    assert len(evaluated) == 2 and 24 <= evaluated[0] < 32 and evaluated[1] == 48  # every 24 games, and at the end
+    assert 4 <= len(scalars["losses/policy_loss"]) <= 6  # an iteration every 8 games or so, none twice
+    assert torch.load(path, weights_only=True)["games"] == 48
+
+
+def test_sigint_writes_a_checkpoint_that_evaluate_loads(monkeypatch, capsys):
+    process = start(*CLI, "--total-games", "100000")
+    path = wait_for_checkpoint(process)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stdout.strip().splitlines()[-1] == (f"interrupted at game {torch.load(path, weights_only=True)['games']:,}"
+                                               f": checkpoint {path}; resume with: python alphazero.py --resume {path}")
+    monkeypatch.setattr(sys, "argv", ["alphazero.py", "--evaluate", path, "--eval-games", "2"])
+    runpy.run_path(os.path.join(REPO, "alphazero.py"), run_name="__main__")  # returns: exit status 0
+    out = capsys.readouterr().out
+    assert f"evaluation of {path} on tictactoe: 2 games per opponent" in out
+    assert all(f"  {o}" in out for o in ("random", "mcts", "minimax")) and "win/draw/loss" in out
+
+
+def test_sigterm_in_process_checkpoints_exits_143_and_restores_the_handlers(monkeypatch):
+    real_update, calls = alphazero.update, []
+
+    def update(*a):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives mid-run; the run stops after this move
+        return real_update(*a)
+
+    monkeypatch.setattr(alphazero, "update", update)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with pytest.raises(SystemExit) as stopped:
+        train(Args(**SMALL))
+    assert stopped.value.code == 143 and len(calls) == 2
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    checkpoint = torch.load(glob.glob("runs/*/checkpoint.pt")[0], weights_only=True)
+    assert 16 <= checkpoint["games"] < 24
+
+
+def test_exact_resume_gives_the_uninterrupted_runs_network_and_window(monkeypatch):
+    real_save, copies = alphazero.save_checkpoint, []
+
+    def save_checkpoint(path, checkpoint):
+        real_save(path, checkpoint)
+        if not copies:  # keep the first periodic checkpoint, as a crash would have left it
+            os.makedirs("copy")
+            copies.append(shutil.copy(path, "copy/checkpoint.pt"))
+
+    monkeypatch.setattr(alphazero, "save_checkpoint", save_checkpoint)
+    full = train(Args(checkpoint_every=16, **SMALL))
+    middle = torch.load(copies[0], weights_only=True)
+    assert 16 <= middle["games"] < 48 and middle["playing"].any()  # games in progress were saved too
+    resumed = train(Args(resume=copies[0], cuda=False))
+    assert resumed["checkpoint"] == os.path.join("copy", "checkpoint.pt")
+    a, b = (torch.load(m["checkpoint"], weights_only=True) for m in (full, resumed))
+    assert a["games"] == b["games"] == 48
+    for key in ("net", "optimizer"):
+        flat_a, flat_b = (torch.nn.utils.parameters_to_vector([t.float() for t in flatten(x[key])]) for x in (a, b))
+        assert torch.equal(flat_a, flat_b), key
+    for key in ("boards", "pis", "zs", "lengths"):
+        assert torch.equal(a["window"][key], b["window"][key]), key
+    assert b["window"]["lengths"].sum() > 0 and full["eval/random_win"] == resumed["eval/random_win"]
+
+
+def flatten(state):
+    """The tensors of a (nested) state dict, in order."""
+    if isinstance(state, torch.Tensor):
+        return [state.reshape(-1)]
+    items = state.values() if isinstance(state, dict) else state if isinstance(state, (list, tuple)) else []
+    return [t for item in items for t in flatten(item)]
+
+
+def test_nan_stops_with_one_line_and_keeps_the_last_good_checkpoint(monkeypatch):
+    real_update, real_save, saved = alphazero.update, alphazero.save_checkpoint, []
+
+    def update(net, optimizer, *rest):
+        if saved:  # after the first checkpoint: a learning rate of 1e30
+            for group in optimizer.param_groups:
+                group["lr"] = 1e30
+        return real_update(net, optimizer, *rest)
+
+    def save_checkpoint(path, checkpoint):
+        real_save(path, checkpoint)
+        saved.append(open(path, "rb").read())
+
+    monkeypatch.setattr(alphazero, "update", update)
+    monkeypatch.setattr(alphazero, "save_checkpoint", save_checkpoint)
+    with pytest.raises(SystemExit) as stopped:
+        train(Args(checkpoint_every=8, **SMALL))
+    path = glob.glob("runs/*/checkpoint.pt")[0]
+    message = str(stopped.value.code)
+    assert saved and open(path, "rb").read() == saved[-1]  # the last good one, never overwritten after the NaN
+    assert len(message.splitlines()) == 1 and message.startswith("error: ")
+    assert re.search(r"(losses/\w+_loss is (nan|inf)|a network parameter is not finite) at game \d+; stopped", message)
+    assert message.endswith(f"The last good checkpoint: {path}")
+
+
+def test_checkpoint_loads_back_with_weights_only_and_evaluates_as_the_final_evaluation():
+    metrics = train(Args(**TINY))
+    checkpoint = torch.load(metrics["checkpoint"], weights_only=True)
+    assert checkpoint["script"] == "alphazero" and checkpoint["args"]["total_games"] == 32
+    assert {"net", "optimizer", "window", "rng", "games", "boards", "played", "targets"} <= set(checkpoint)
+    results = evaluate(metrics["checkpoint"], "random", 2, seed=1 + 10_000)  # the seed the final evaluation used
     assert np.mean(results > 0) == pytest.approx(metrics["eval/random_win"])
     assert np.mean(results < 0) == pytest.approx(metrics["eval/random_loss"])
-
-
-def run_play(checkpoint: str, moves: str, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, os.path.join(REPO, "alphazero.py"), "--play", checkpoint, *args],
-                          input=moves, capture_output=True, text=True, timeout=300, env=env)
+    net, args = alphazero.load(metrics["checkpoint"])
+    game = make_env(args.game, args.rows, args.cols, args.win_length)
+    assert alphazero.evaluate_opponents(net, game, args) == {k: v for k, v in metrics.items() if k.startswith("eval/")}
 
 
 @pytest.mark.parametrize("game", ["tictactoe", "connect4"])
-def test_play_in_the_terminal(game):
-    path = train(Args(game=game, save_model=True, **TINY))["model_path"]
+def test_play_in_the_terminal(game, monkeypatch, capsys):
+    path = train(Args(game=game, **SMALL | dict(total_games=8)))["checkpoint"]
+    capsys.readouterr()
     width = 9 if game == "tictactoe" else 7
     tries = f"x\n0\n{width + 1}\n1\n1\n" + "".join(f"{m}\n" for m in list(range(1, width + 1)) * 6)
-    result = run_play(path, tries)
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
+    monkeypatch.setattr(sys, "stdin", io.StringIO(tries))
+    alphazero.play(path, human_first=True)
+    out = capsys.readouterr().out
     assert "illegal move 'x'" in out and "illegal move '0'" in out and f"illegal move '{width + 1}'" in out
     assert out.count("the agent plays") >= 1
     assert out.strip().splitlines()[-1] in ("you win", "you lose", "draw")
     if game == "tictactoe":
         assert "1 2 3\n4 5 6\n7 8 9" in out  # the empty board, cells numbered
         assert "illegal move '1'" in out  # the second 1: the cell is taken
-    second = run_play(path, "", "--no-play-first")  # the agent opens; then stdin ends
-    assert second.returncode == 0 and "the agent plays" in second.stdout
-    assert "no more input" in second.stdout
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    alphazero.play(path, human_first=False)  # the agent opens; then stdin ends
+    out = capsys.readouterr().out
+    assert "the agent plays" in out and "no more input" in out
 
 
-def test_help_documents_every_argument():
-    result = run_script("alphazero.py", "--help")
-    assert result.returncode == 0
-    for field in alphazero.Args.__dataclass_fields__:
-        assert "--" + field.replace("_", "-") in result.stdout, field
+def test_bad_checkpoint_paths_give_one_line_and_no_run_folder(tmp_path):
+    open("text.pt", "w").write("not a checkpoint")
+    torch.save({"net": 1}, "keyless.pt")
+    torch.save({"script": "sac"}, "sac.pt")
+    torch.save(np.zeros(3), "numpy.pt")  # weights_only refuses it
+    cases = {"missing.pt": "no such file", ".": "is a directory", "text.pt": "not a duet checkpoint",
+             "keyless.pt": "not a duet checkpoint", "numpy.pt": "not a duet checkpoint",
+             "sac.pt": "a checkpoint of sac.py, not alphazero.py"}
+    for path, reason in cases.items():
+        for flag, call in (("--resume", lambda: train(Args(resume=path, cuda=False))),
+                           ("--evaluate", lambda: alphazero.evaluate_checkpoint(path, 2)),
+                           ("--play", lambda: alphazero.play(path, True))):
+            with pytest.raises(SystemExit) as stopped:
+                call()
+            message = str(stopped.value.code)
+            assert message == f"error: {flag} {path}: {reason}" or (
+                message.startswith(f"error: {flag} {path}: {reason} (") and len(message.splitlines()) == 1), message
+            assert "weights_only" not in message
+    assert not os.path.exists("runs")
+
+
+def test_run_folders_are_unique_within_a_second(monkeypatch):
+    monkeypatch.setattr(time, "strftime", lambda *a: "20260101-000000")
+    args = Args(cuda=False)
+    assert [alphazero.make_run_dir(args) for _ in range(3)] == [
+        "runs/tictactoe__alphazero__1__20260101-000000" + suffix for suffix in ("", "-2", "-3")]
+
+
+def test_help_documents_every_argument(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "250")
+    with pytest.raises(SystemExit) as stopped:
+        tyro.cli(Args, args=["--help"])
+    assert stopped.value.code == 0
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", capsys.readouterr().out).split())
+    docs = re.findall(r"\n    (\w+): [^\n]+\n    \"\"\"(.+?)\"\"\"", inspect.getsource(Args))
+    assert {name for name, _ in docs} == set(Args.__dataclass_fields__)
+    for name, doc in docs:
+        assert "\n" not in doc, name  # one line of text each
+        assert "--" + name.replace("_", "-") in text and " ".join(doc.split()) in text, name
+    assert Args.__doc__.strip() in text  # a description line
+    assert "{tictactoe,connect4}" in text  # --game lists its choices
+    assert "(none: " in text and "use_deterministic_algorithms(True, warn_only=True)" in text
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--num-envs", "0"], "--num-envs must be positive"),
+    (["--num-envs", "0"], "--num-envs must be positive, got 0"),
     (["--simulations", "0"], "--simulations must be positive"),
     (["--total-games", "-5"], "--total-games must be positive"),
+    (["--rows", "0"], "--rows must be positive, got 0"),
+    (["--cols", "0"], "--cols must be positive, got 0"),
     (["--c-puct", "0"], "--c-puct must be positive"),
     (["--lr", "0"], "--lr must be positive"),
     (["--dirichlet-epsilon", "1.5"], "--dirichlet-epsilon must be in [0, 1]"),
     (["--dirichlet-alpha", "-1"], "--dirichlet-alpha must be positive"),
     (["--temperature-moves", "-1"], "--temperature-moves must be non-negative"),
-    (["--game", "chess"], "unknown --game"),
+    (["--checkpoint-every", "-1"], "--checkpoint-every must be non-negative"),
+    (["--seed", "-1"], "--seed must be in [0, 2**32 - 1], got -1"),
     (["--win-length", "5"], "does not fit"),
-    (["--play", "missing.pt"], "--play checkpoint not found"),
 ])
 def test_bad_arguments_exit_with_one_line(argv, message):
-    result = run_script("alphazero.py", *argv)
-    assert result.returncode != 0
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    with pytest.raises(SystemExit) as stopped:
+        tyro.cli(Args, args=argv)
+    assert str(stopped.value.code).startswith("error: ") and message in str(stopped.value.code)
+    assert len(str(stopped.value.code).splitlines()) == 1
+    assert not os.path.exists("runs")
+
+
+# ---- wiring: what train stores and calls, and search / update on constructed positions with hand-checked values
+
+
+def record_self_play(monkeypatch, **overrides):
+    """train on a tiny tic-tac-toe run, recording every search (roots, root counts, noise, phase), every move choice,
+    every forward pass (BatchNorm mode, phase) and every update (the replay window it saw, its step count)."""
+    calls = {"search": [], "choose": [], "forward": [], "update": []}
+    phase = ["self-play"]
+    real_search, real_choose, real_update = alphazero.search, alphazero.choose_moves, alphazero.update
+    real_forward, real_evaluate_opponents = Net.forward, alphazero.evaluate_opponents
+
+    def search(game, roots, evaluate_leaves, simulations, c_puct, noise=None, rng=None):
+        tree = real_search(game, roots, evaluate_leaves, simulations, c_puct, noise, rng)
+        calls["search"].append(dict(phase=phase[0], roots=roots.copy(), counts=tree.N[:, 0].copy(), noise=noise))
+        return tree
+
+    def choose_moves(counts, explore, rng):
+        moves, pi = real_choose(counts, explore, rng)
+        calls["choose"].append(dict(explore=explore.copy(), moves=moves.copy()))
+        return moves, pi
+
+    def update(net, optimizer, window, steps, *rest):
+        calls["update"].append(dict(window=list(window), steps=steps))
+        phase[0] = "update"
+        try:
+            return real_update(net, optimizer, window, steps, *rest)
+        finally:
+            phase[0] = "self-play"
+
+    def forward(self, boards, legal):
+        calls["forward"].append((phase[0], self.training))
+        return real_forward(self, boards, legal)
+
+    def evaluate_opponents(*a, **k):
+        phase[0] = "evaluation"
+        try:
+            return real_evaluate_opponents(*a, **k)
+        finally:
+            phase[0] = "self-play"
+
+    for name, spy in (("search", search), ("choose_moves", choose_moves), ("update", update),
+                      ("evaluate_opponents", evaluate_opponents)):
+        monkeypatch.setattr(alphazero, name, spy)
+    monkeypatch.setattr(Net, "forward", forward)
+    args = Args(**(dict(TINY, total_games=13, num_envs=3, simulations=6, temperature_moves=2, replay_window=5,
+                        batch_size=8, replay_ratio=1.0, eval_every=1_000, eval_games=2, rollouts=2) | overrides))
+    return train(args), args, calls
+
+
+def match_game(game, positions, pis, searches, chooses):
+    """The self-play searches that produced a finished game: consecutive searches c, c+1, ... each with a root equal
+    to the game's next position whose visit counts, normalised, are the game's policy target there. Returns, per
+    position, (explore flag, move played) of that root, or None when no run of searches matches."""
+    for c in range(len(searches) - len(positions) + 1):
+        found = []
+        for t, (board, pi) in enumerate(zip(positions, pis)):
+            s, choice = searches[c + t], chooses[c + t]
+            rows = [r for r in range(len(s["roots"])) if np.array_equal(s["roots"][r], board)
+                    and np.allclose(s["counts"][r] / s["counts"][r].sum(), pi)]
+            if not rows:
+                break
+            found.append((choice["explore"][rows[0]], choice["moves"][rows[0]]))
+        else:
+            return found
+    return None
+
+
+def test_wiring_self_play_stores_canonical_boards_visit_count_targets_and_alternating_z(monkeypatch):
+    metrics, args, calls = record_self_play(monkeypatch)
+    game = make_env(args.game, args.rows, args.cols, args.win_length)
+    searches = [s for s in calls["search"] if s["phase"] == "self-play"]
+    assert len(searches) == len(calls["choose"]) and searches
+    assert all(s["noise"] == (args.dirichlet_alpha, args.dirichlet_epsilon) for s in searches)
+    assert all(s["noise"] is None for s in calls["search"] if s["phase"] == "evaluation")
+    assert all(s["counts"].sum(1).tolist() == [args.simulations] * len(s["counts"]) for s in searches)
+    final_window = calls["update"][-1]["window"]
+    assert len(final_window) == args.replay_window
+    won = 0
+    for positions, pis, zs in final_window:
+        assert not positions[0].any()  # a game starts on the empty board
+        own, theirs = (positions == 1).sum(1), (positions == -1).sum(1)
+        assert ((theirs - own) == np.arange(len(positions)) % 2).all()  # the board as the player to move sees it
+        found = match_game(game, positions, pis, searches, calls["choose"])
+        assert found is not None, "a stored position or policy target that no self-play search produced"
+        explore, moves = map(np.array, zip(*found))
+        assert (explore == (np.arange(len(positions)) < args.temperature_moves)).all()  # tau = 1 for the first moves
+        for t in range(len(positions) - 1):
+            assert np.array_equal(game.next_state(positions[t: t + 1], moves[t: t + 1])[0], positions[t + 1])
+        done, value = game.terminal_value(game.next_state(positions[-1:], moves[-1:]))
+        assert done[0]
+        last_mover = -value[0]  # +1: the last mover completed a line; 0: a draw
+        expected = last_mover * (-1.0) ** (len(positions) - 1 - np.arange(len(positions)))  # z by hand
+        assert zs.tolist() == expected.tolist()
+        won += last_mover == 1
+    assert won >= 1  # some game in the window was won, so z takes both signs
+    assert not all((pi == pi.max(1, keepdims=True)).sum(1).tolist() == [1] * len(pi) and set(pi.ravel()) <= {0, 1}
+                   for _, pi, _ in final_window)  # visit counts, not one-hot targets
+
+
+def test_wiring_batchnorm_in_eval_mode_for_search_and_train_mode_for_updates(monkeypatch):
+    _, _, calls = record_self_play(monkeypatch)
+    modes = {phase: {training for p, training in calls["forward"] if p == phase} for phase, _ in calls["forward"]}
+    assert modes == {"self-play": {False}, "evaluation": {False}, "update": {True}}
+
+
+def test_wiring_updates_every_num_envs_games_on_the_latest_window(monkeypatch):
+    metrics, args, calls = record_self_play(monkeypatch)
+    seen, previous = [], []
+    for call in calls["update"]:
+        window = call["window"]
+        new = [g for g in window if not any(g is old for old in previous)]
+        seen += new
+        assert len(window) == min(len(seen), args.replay_window)
+        assert all(a is b for a, b in zip(window, seen[-len(window):]))  # the most recent games, oldest first
+        positions = sum(len(g[0]) for g in new)
+        assert call["steps"] == max(1, round(args.replay_ratio * positions / args.batch_size))
+        assert len(new) >= args.num_envs or call is calls["update"][-1]
+        previous = window
+    assert len(seen) == metrics["global_step"] == args.total_games == 13  # exact, though 13 is no multiple of 3
+
+
+def test_wiring_root_noise_steers_the_first_simulation():
+    """With noise, the first simulation's choice is the argmax of the noisy root priors: the noise is mixed in
+    before the simulations."""
+    game = make_env(*C4)
+    priors = np.array([0.01, 0.01, 0.01, 0.94, 0.01, 0.01, 0.01], np.float32)
+    fixed = lambda boards: (np.tile(priors, (len(boards), 1)), np.zeros(len(boards), np.float32))
+    roots = np.repeat(game.initial_state(), 32, 0)
+    tree = search(game, roots, fixed, 1, 1.5, noise=(0.3, 0.75), rng=np.random.default_rng(0))
+    assert (tree.P[:, 0].argmax(1) != 3).sum() >= 8  # the noise moved the favourite in many roots
+    assert np.array_equal(tree.N[:, 0].argmax(1), tree.P[:, 0].argmax(1))
+    assert (tree.N[:, 0].sum(1) == 1).all()
+
+
+def test_wiring_rollout_values_change_sides_with_every_move():
+    game, rng = make_env(*TTT), np.random.default_rng(0)
+    win_now = play(game, [0, 3, 1, 4, 6, 7, 5, 8])  # X to move with cell 2 free: X completes 0-1-2 and wins
+    lose_next = play(game, [4, 0, 1, 2, 7, 3, 5])  # O to move; cells 6 and 8: O wins 0-3-6 at once, or X 6-7-8 ...
+    draw = play(game, [0, 4, 8, 1, 7, 6, 2, 5])  # X to move, cell 3 free: a draw
+    priors, values = alphazero.rollout_evaluator(game, rng)(np.concatenate([win_now, draw]))
+    assert values.tolist() == [1.0, 0.0]  # the player to move at the leaf wins: +1 for that player
+    assert np.allclose(priors[0], np.eye(9)[2])
+    outcomes = {float(alphazero.rollout_evaluator(game, np.random.default_rng(s))(lose_next)[1][0]) for s in range(20)}
+    assert outcomes == {1.0, -1.0}  # O wins by taking 6; by taking 8 O lets X win with 6: -1 for O
+
+
+def test_wiring_update_trains_on_the_permuted_target_and_each_positions_own_z():
+    """One update at lr 0: its losses are the cross-entropy against each permuted board's own permuted target and
+    the squared error against the position's own z, computed by hand from the boards the network was fed."""
+    game = make_env(*TTT)
+    corner = game.initial_state()
+    corner[0, 0], corner[0, 1] = 1, -1  # own stone in corner 0, the opponent's beside it; the target: corner 8
+    centre = game.initial_state()
+    centre[0, 4] = -1  # symmetric under every map; the target: uniform over the free cells
+    window = [(corner, np.eye(9, dtype=np.float32)[8:9], np.array([1.0], np.float32)),
+              (centre, np.where(centre == 0, 1 / 8, 0).astype(np.float32), np.array([-0.5], np.float32))]
+    torch.manual_seed(0)
+    net = Net(game, 8, 1)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.0)
+    fed = []
+    hook = net.register_forward_hook(lambda module, inputs, outputs: fed.append((inputs[0].clone(), outputs)))
+    args = Args(batch_size=32, cuda=False)
+    policy_loss, value_loss = alphazero.update(net, optimizer, window, 1, game, args, np.random.default_rng(0))
+    hook.remove()
+    (boards, (logits, v)), = fed
+    log_p = torch.log_softmax(logits.detach(), 1)
+    targets, zs = [], []
+    for board in boards.numpy():
+        if board[4] == -1:  # the centre position
+            targets.append(np.where(board == 0, 1 / 8, 0))
+            zs.append(-0.5)
+        else:  # the own stone sits in some corner c: the target is the corner opposite, 8 - c
+            targets.append(np.eye(9)[8 - int(np.flatnonzero(board == 1)[0])])
+            zs.append(1.0)
+    assert 0 < sum(z == 1.0 for z in zs) < len(zs)
+    assert len({b.tobytes() for b in boards.numpy() if b[4] != -1}) > 2  # several symmetries of the corner board
+    expected_policy = -(torch.tensor(np.array(targets), dtype=torch.float32) * log_p).sum(1).mean()
+    expected_value = ((torch.tensor(zs) - v.detach()) ** 2).mean()
+    assert policy_loss == pytest.approx(expected_policy.item(), rel=1e-5)
+    assert value_loss == pytest.approx(expected_value.item(), rel=1e-5)
