@@ -4,17 +4,20 @@ The chapter's AlphaZero section, on two built-in games (`--game`): tic-tac-toe (
 Connect Four (6x7, four in a row, stones drop down a column). A state is the board seen by the player to move
 (the canonical board: +1 own stones, -1 the opponent's), so one network plays both sides.
 
-Value signs. v(s) and a terminal value are the outcome for the player to move in s (+1 win, 0 draw, -1 loss);
-a finished game is always lost by the player to move, since the previous mover completed the line.
-The edge statistics N(s,a), W(s,a), Q(s,a) = W / N belong to the player choosing a in s, so a leaf value v
-found d moves below s counts as (-1)^d v for s: the last edge on a path gets -v, the one above it +v, ...
+Value signs. v(s) and a terminal value are the outcome for the player to move in s (+1 win, 0 draw, -1 loss):
+v is an expected outcome in [-1, 1], where the chapter's value head is a probability of winning (with no draws,
+P(win) = (1 + v) / 2). A finished game is always lost by the player to move, since the previous mover completed
+the line. The edge statistics N(s,a), W(s,a), Q(s,a) = W / N belong to the player choosing a in s, so a leaf
+value v found d moves below s counts as (-1)^d v for s: the last edge on a path gets -v, the one above it +v, ...
 
 The chapter's equations, and the line that realises each (search for the tag):
-    [net]     f_theta(s) = (p, v): residual conv trunk, policy logits (illegal moves masked), tanh value   Net
+    [net]     f_theta(s) = (p, v): residual conv trunk, policy logits (illegal moves masked), tanh value  Net
     [puct]    a = argmax_a Q(s,a) + c_puct P(s,a) sqrt(N(s)) / (1 + N(s,a)),   N(s) = 1 + sum_b N(s,b)
               (the simulation that expanded s counts as its first visit)                         puct
-    [backup]  N(s,a) += 1, W(s,a) += (-1)^d v along the path; terminal nodes use the game's result
-              (no network call), new non-terminal leaves of ALL games go through one forward pass  simulate
+    [select]  from the root, follow the PUCT choice down to an edge with no node yet, or to a terminal node
+    [expand]  add the node that edge leads to; new non-terminal leaves of ALL games go through one forward
+              pass (p is stored as the node's priors, v is its value); terminal nodes use the game's result
+    [backup]  N(s,a) += 1, W(s,a) += (-1)^d v along the path         (select, expand, backup)  simulate
     [noise]   P(root, a) <- (1 - eps) P + eps Dir(alpha) over the legal moves, at the root only    search
     [pi-mcts] pi(a|s) = N(s,a)^(1/tau) / sum_b N(s,b)^(1/tau): moves are drawn at tau = 1 for the first
               --temperature-moves moves of a game, at tau -> 0 (the most visited move) after; the
@@ -23,27 +26,32 @@ The chapter's equations, and the line that realises each (search for the tag):
     [loss]    l = -pi^T log p + (z - v)^2 + c ||theta||^2 on random symmetries of positions from the
               last --replay-window games (Adam's weight_decay adds 2c theta to the gradient)        update
 
-Self-play runs `--num-envs` games at once; a finished game is replaced by a new one at once, and every
-`--num-envs` finished games make one iteration: then replay_ratio * (new positions) / batch_size minibatch
-updates. charts/SPS counts searched positions per wall-clock second of self-play (training and evaluation
-not counted): every simulation adds one node, a position, to a tree. Evaluation (eval/<opponent>_win|draw|loss)
-plays the search at --simulations, without noise, taking the most visited move, against a random player, pure
-MCTS with --rollouts random rollouts per move and, on tic-tac-toe, a perfect memoised negamax player;
-eval/exhaustive_losses counts the opponent move sequences that beat the agent when the opponent tries every
-legal reply (the agent moving first and second).
+Self-play runs `--num-envs` games at once; a finished game is replaced by a new one until --total-games have
+started, and every `--num-envs` finished games (and the last games) make one iteration: replay_ratio * (new
+positions) / batch_size minibatch updates. charts/SPS counts searched positions per wall-clock second of self-play
+(training and evaluation not counted): every simulation adds one node, a position, to a tree. Evaluation
+(eval/<opponent>_win|draw|loss) plays the search at --simulations, without noise, taking the most visited move,
+against a random player, pure MCTS with --rollouts random rollouts per move and, on tic-tac-toe, a perfect
+memoised negamax player; eval/exhaustive_losses counts the opponent move sequences that beat the agent when the
+opponent tries every legal reply (the agent moving first and second).
 
-Run:  python alphazero.py                                  # tic-tac-toe, about one CPU-minute
-      python alphazero.py --game connect4 --save-model     # Connect Four (see benchmarks/alphazero.py)
-      python alphazero.py --play runs/<run>/alphazero.pt   # play a checkpoint in the terminal
+Run:  python alphazero.py                                       # tic-tac-toe, about one CPU-minute
+      python alphazero.py --game connect4                       # Connect Four (see benchmarks/alphazero.py)
+      python alphazero.py --resume runs/<run>/checkpoint.pt     # continue a run that was stopped
+      python alphazero.py --evaluate runs/<run>/checkpoint.pt   # its win/draw/loss against each opponent
+      python alphazero.py --play runs/<run>/checkpoint.pt       # play it in the terminal
       tensorboard --logdir runs
 """
 
+import math
 import os
 import random
+import signal
 import sys
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -63,45 +71,44 @@ GAMES = {  # the board, and the settings Args leaves to the game (fields that de
 
 @dataclass
 class Args:
+    """AlphaZero: self-play with PUCT tree search, on tic-tac-toe or Connect Four."""
+
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment (part of the run folder's name)"""
     seed: int = 1
-    """seed of the experiment: the same seed on the same machine gives the same run"""
+    """seed of the experiment, in [0, 2**32 - 1]: the same seed on the same machine gives the same run"""
     torch_deterministic: bool = True
-    """make torch pick deterministic algorithms"""
+    """torch.use_deterministic_algorithms(True, warn_only=True) and cudnn.deterministic"""
     cuda: bool = True
     """use CUDA when it is available (falls back to the CPU otherwise)"""
     threads: int = 1
     """torch CPU threads (1 keeps runs side by side from fighting over cores)"""
-    save_model: bool = False
-    """save a checkpoint (network, optimizer, Args) to runs/<run>/alphazero.pt"""
-    game: str = "tictactoe"
-    """the game: tictactoe or connect4"""
+    game: Literal["tictactoe", "connect4"] = "tictactoe"
+    """the game: tic-tac-toe (3x3, three in a row) or Connect Four (6x7, four in a row, stones drop)"""
     rows: int | None = None
-    """board rows (None: the game's, 3 or 6)"""
+    """board rows (none: the game's, 3 or 6)"""
     cols: int | None = None
-    """board columns (None: the game's, 3 or 7)"""
+    """board columns (none: the game's, 3 or 7)"""
     win_length: int | None = None
-    """stones in a row that win (None: the game's, 3 or 4)"""
+    """stones in a row that win (none: the game's, 3 or 4)"""
     total_games: int | None = None
-    """the training budget, in self-play games (None: tictactoe 3072, connect4 10000); it replaces
-    total_timesteps, since a game's length is not fixed. global_step counts finished self-play games"""
+    """the training budget in self-play games, exact (none: tictactoe 3072, connect4 10000)"""
     num_envs: int = 64
     """self-play games played at once; the leaves of all their searches go through one forward pass"""
     simulations: int | None = None
-    """simulations per move (None: tictactoe 32, connect4 64); also the agent's search in evaluation and --play"""
+    """simulations per move, in self-play, evaluation and --play (none: tictactoe 32, connect4 64)"""
     c_puct: float = 1.5
     """c_puct: weight of the exploration term in the PUCT rule"""
     dirichlet_alpha: float | None = None
-    """alpha of the root noise Dir(alpha) (None: 10 / number of moves, AlphaZero's scaling: 1.1 and 1.4 here)"""
+    """alpha of the root noise Dir(alpha) (none: 10 / number of moves, AlphaZero's scaling: 1.1 and 1.4 here)"""
     dirichlet_epsilon: float = 0.25
     """epsilon: weight of the Dirichlet noise in the root priors (0 turns the noise off)"""
     temperature_moves: int | None = None
-    """moves of each game played with tau = 1 (sampled by visit count); greedy after (None: tictactoe 9, connect4 12)"""
+    """moves of each game drawn at tau = 1 (by visit count), greedy after (none: tictactoe 9, connect4 12)"""
     replay_window: int = 2_000
     """the replay window: positions of the most recent this many self-play games"""
     replay_ratio: float = 4.0
-    """minibatch samples per new self-play position: each iteration makes ratio * new positions / batch_size updates"""
+    """minibatch samples per new self-play position: ratio * new positions / batch_size updates an iteration"""
     batch_size: int = 256
     """positions per minibatch (each under a random symmetry of the board)"""
     lr: float = 2e-3
@@ -115,36 +122,42 @@ class Args:
     eval_every: int = 1_024
     """evaluate every this many self-play games (and once at the end)"""
     eval_games: int = 100
-    """games per opponent in each evaluation, half with the agent moving first"""
+    """games per opponent in each evaluation (and in --evaluate), half with the agent moving first"""
     rollouts: int = 100
     """simulations (one random rollout each) per move of the pure-MCTS opponent"""
+    checkpoint_every: int = 1_024
+    """write runs/<run>/checkpoint.pt every this many self-play games (0: only at the end and on Ctrl-C)"""
+    resume: str | None = None
+    """continue this checkpoint's run, exactly; only --cuda, --threads, --checkpoint-every may change (none: new)"""
+    evaluate: str | None = None
+    """play this checkpoint against the evaluation opponents, --eval-games each, print win/draw/loss (none: train)"""
     play: str | None = None
-    """a checkpoint to play against in the terminal, instead of training (it brings its own game and settings)"""
+    """play this checkpoint in the terminal, instead of training (none: train)"""
     play_first: bool = True
     """with --play: you move first (X); --no-play-first lets the agent open"""
 
-    def __post_init__(self):
+    def __post_init__(self):  # argument checks: each failure is one line `error: ...` and exit status 1
         if self.game not in GAMES:
-            sys.exit(f"error: unknown --game {self.game!r}: choose one of {', '.join(GAMES)}")
+            sys.exit(f"error: --game must be one of {', '.join(GAMES)}, got {self.game!r}")
         for name, value in GAMES[self.game].items():
             if getattr(self, name, False) is None:  # a field left to the game (gravity is no field)
                 setattr(self, name, value)
-        if self.dirichlet_alpha is None:
-            self.dirichlet_alpha = 10 / (self.cols if GAMES[self.game]["gravity"] else self.rows * self.cols)
-        for name in ("rows", "cols", "win_length", "total_games", "num_envs", "simulations", "c_puct", "threads",
-                     "dirichlet_alpha", "replay_window", "replay_ratio", "batch_size", "lr", "channels", "blocks",
-                     "eval_every", "eval_games", "rollouts"):
-            if not getattr(self, name) > 0:
-                sys.exit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if not 0 <= self.dirichlet_epsilon <= 1:
-            sys.exit(f"error: --dirichlet-epsilon must be in [0, 1], got {self.dirichlet_epsilon}")
-        for name in ("temperature_moves", "weight_decay"):
-            if getattr(self, name) < 0:
-                sys.exit(f"error: --{name.replace('_', '-')} must be non-negative, got {getattr(self, name)}")
+        positive = ("rows", "cols", "win_length", "total_games", "num_envs", "simulations", "c_puct", "threads",
+                    "replay_window", "replay_ratio", "batch_size", "lr", "channels", "blocks", "eval_every",
+                    "eval_games", "rollouts")
+        checks = [(name, "positive", getattr(self, name) > 0) for name in positive]
+        checks += [(name, "non-negative", getattr(self, name) >= 0)
+                   for name in ("temperature_moves", "weight_decay", "checkpoint_every")]
+        checks += [("dirichlet_alpha", "positive", self.dirichlet_alpha is None or self.dirichlet_alpha > 0),
+                   ("dirichlet_epsilon", "in [0, 1]", 0 <= self.dirichlet_epsilon <= 1),
+                   ("seed", "in [0, 2**32 - 1]", 0 <= self.seed < 2**32)]
+        for name, rule, holds in checks:
+            if not holds:
+                sys.exit(f"error: --{name.replace('_', '-')} must be {rule}, got {getattr(self, name)}")
         if self.win_length > max(self.rows, self.cols):
             sys.exit(f"error: --win-length {self.win_length} does not fit a {self.rows}x{self.cols} board")
-        if self.play is not None and not os.path.isfile(self.play):
-            sys.exit(f"error: --play checkpoint not found: {self.play}")
+        if self.dirichlet_alpha is None:
+            self.dirichlet_alpha = 10 / (self.cols if GAMES[self.game]["gravity"] else self.rows * self.cols)
 
 
 class Game:
@@ -290,31 +303,51 @@ def puct(N: np.ndarray, W: np.ndarray, P: np.ndarray, legal: np.ndarray, c_puct:
     return np.where(legal, U, -np.inf)
 
 
-def simulate(tree: Tree, game: Game, evaluate_leaves, c_puct: float):
-    """One simulation in every tree at once: select down to a new or a terminal node, evaluate the new
-    non-terminal leaves of all trees in one call, back the values up the paths."""
-    games = np.arange(len(tree.size))
-    node, depth, path, active = np.zeros_like(games), np.zeros_like(games), [], games
-    while len(active):
+def select(tree: Tree, c_puct: float) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """[select] In every tree, follow the PUCT choice from the root until the chosen edge has no node yet or leads
+    to a terminal node. Returns the path (trees, nodes, moves) at each depth, each path's length, its last edge
+    (parent node, move) and the node it ends in (-1 where that edge has no node yet)."""
+    trees = np.arange(len(tree.size))
+    node, depth, parent, move, path, active = *(np.zeros_like(trees) for _ in range(4)), [], trees
+    while len(active):  # the trees still going down
         n = node[active]
         a = puct(tree.N[active, n], tree.W[active, n], tree.P[active, n], tree.legal[active, n], c_puct).argmax(1)
         path.append((active, n, a))
         child = tree.child[active, n, a]
-        new = child < 0
-        g, created = active[new], tree.size[active[new]]
-        tree.size[g] += 1
-        tree.child[g, n[new], a[new]] = child[new] = created
-        tree.board[g, created] = game.next_state(tree.board[g, n[new]], a[new])
-        tree.terminal[g, created], tree.value[g, created] = game.terminal_value(tree.board[g, created])
-        tree.legal[g, created] = game.legal_moves(tree.board[g, created])
-        node[active], depth[active] = child, depth[active] + 1
-        active = active[~(new | tree.terminal[active, child])]  # existing non-terminal nodes: go on down
-    values, leaf = tree.value[games, node], ~tree.terminal[games, node]  # terminal: the result, no network call
-    if leaf.any():
-        tree.P[games[leaf], node[leaf]], values[leaf] = evaluate_leaves(tree.board[games[leaf], node[leaf]])
-    for d, (g, n, a) in enumerate(path):  # [backup] the edge d moves below the root, of a path of depth edges
-        tree.N[g, n, a] += 1
-        tree.W[g, n, a] += (-1.0) ** (depth[g] - d) * values[g]  # -v for the last edge, +v above it, ...
+        node[active], depth[active], parent[active], move[active] = child, depth[active] + 1, n, a
+        active = active[(child >= 0) & ~tree.terminal[active, child]]  # an existing non-terminal node: go on down
+    return path, depth, parent, move, node
+
+
+def expand(tree: Tree, game: Game, parent: np.ndarray, move: np.ndarray, node: np.ndarray):
+    """[expand] Where a path's last edge has no node yet, add the node it leads to (into `node`): the board after the
+    move, whether the game is over there (and its result), the legal moves."""
+    g = np.flatnonzero(node < 0)
+    node[g] = tree.size[g]
+    tree.size[g] += 1
+    tree.child[g, parent[g], move[g]] = node[g]
+    tree.board[g, node[g]] = game.next_state(tree.board[g, parent[g]], move[g])
+    tree.terminal[g, node[g]], tree.value[g, node[g]] = game.terminal_value(tree.board[g, node[g]])
+    tree.legal[g, node[g]] = game.legal_moves(tree.board[g, node[g]])
+
+
+def backup(tree: Tree, path: list, depth: np.ndarray, values: np.ndarray):
+    """[backup] N(s,a) += 1 and W(s,a) += (-1)^d v on the edge d moves above each leaf, v the leaf's value."""
+    for d, (trees, n, a) in enumerate(path):  # the edges d + 1 moves below the roots
+        tree.N[trees, n, a] += 1
+        tree.W[trees, n, a] += (-1.0) ** (depth[trees] - d) * values[trees]  # -v for the last edge, +v above it, ...
+
+
+def simulate(tree: Tree, game: Game, evaluate_leaves, c_puct: float):
+    """One simulation in every tree at once: select a path, expand its leaf, evaluate the new non-terminal leaves
+    of all trees in one call (a terminal leaf has the game's result, no network call), back the values up."""
+    path, depth, parent, move, node = select(tree, c_puct)
+    expand(tree, game, parent, move, node)
+    trees = np.arange(len(tree.size))
+    values, new = tree.value[trees, node], ~tree.terminal[trees, node]
+    if new.any():  # [expand] p becomes the new node's priors, v its value
+        tree.P[trees[new], node[new]], values[new] = evaluate_leaves(tree.board[trees[new], node[new]])
+    backup(tree, path, depth, values)
 
 
 def search(game: Game, roots: np.ndarray, evaluate_leaves, simulations: int, c_puct: float,
@@ -413,9 +446,45 @@ def exhaustive_losses(game: Game, agent, agent_first: bool) -> int:
     return losses
 
 
-def load(path: str) -> tuple[Net, Args]:
-    checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+def save_checkpoint(path: str, checkpoint: dict):
+    """Write atomically: a crash at any moment leaves the previous complete checkpoint."""
+    torch.save(checkpoint, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def load_checkpoint(path: str, flag: str) -> dict:
+    """The checkpoint at `path` for --resume, --evaluate or --play; anything else is one line `error: ...`, exit 1."""
+    if not os.path.exists(path) or os.path.isdir(path):
+        sys.exit(f"error: {flag} {path}: {'is a directory' if os.path.isdir(path) else 'no such file'}")
+    try:
+        checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 (any unreadable file gets the same one line)
+        sys.exit(f"error: {flag} {path}: not a duet checkpoint (torch.load: {type(e).__name__})")
+    if not isinstance(checkpoint, dict) or "script" not in checkpoint:
+        sys.exit(f"error: {flag} {path}: not a duet checkpoint (no 'script' entry)")
+    if checkpoint["script"] != "alphazero":
+        sys.exit(f"error: {flag} {path}: a checkpoint of {checkpoint['script']}.py, not alphazero.py")
+    return checkpoint
+
+
+def pack(window: deque, game: Game) -> dict:
+    """The replay window's games as three concatenated tensors and the games' lengths (weights_only-safe)."""
+    empty = np.zeros((0, game.num_cells), np.int8), np.zeros((0, game.num_actions), np.float32), np.zeros(0, np.float32)
+    boards, pis, zs = (torch.from_numpy(np.concatenate(column)) for column in zip(empty, *window))
+    return {"boards": boards, "pis": pis, "zs": zs, "lengths": torch.tensor([len(z) for *_, z in window])}
+
+
+def unpack(packed: dict, maxlen: int) -> deque:
+    splits = np.cumsum(packed["lengths"].numpy())[:-1]
+    columns = [np.split(packed[key].numpy(), splits) for key in ("boards", "pis", "zs")]
+    return deque(zip(*columns) if len(packed["lengths"]) else [], maxlen=maxlen)
+
+
+def load(path: str, flag: str = "--play") -> tuple[Net, Args]:
+    """The network of a checkpoint, in eval mode, and the Args of its run."""
+    checkpoint = load_checkpoint(path, flag)
     args = Args(**checkpoint["args"])
+    torch.set_num_threads(args.threads)
     net = Net(make_env(args.game, args.rows, args.cols, args.win_length), args.channels, args.blocks)
     net.load_state_dict(checkpoint["net"])
     return net.eval(), args
@@ -426,7 +495,7 @@ def evaluate(net: Net | str, opponent: str, games: int, seed: int, args: Args | 
     per move) or 'minimax' (perfect play), the agent first in the even-numbered games. `net` may be a checkpoint
     path (it brings its Args); otherwise pass the run's Args."""
     if isinstance(net, str):
-        net, args = load(net)
+        net, args = load(net, "--evaluate")
     game, rng = make_env(args.game, args.rows, args.cols, args.win_length), np.random.default_rng(seed)
     net.eval()
     memo = {}
@@ -439,8 +508,9 @@ def evaluate(net: Net | str, opponent: str, games: int, seed: int, args: Args | 
     return play_games(game, agent, opponents[opponent], np.arange(games) % 2 == 0)
 
 
-def log_evaluation(net: Net, game: Game, args: Args, global_step: int, writer: SummaryWriter) -> dict:
-    """Win, draw and loss rates against each opponent; on tic-tac-toe also the exhaustive check."""
+def evaluate_opponents(net: Net, game: Game, args: Args) -> dict:
+    """Win, draw and loss rates against each opponent (args.eval_games games each); on tic-tac-toe also the
+    exhaustive check. The same seeds every time: --evaluate of the final checkpoint repeats the final evaluation."""
     perfect_play = args.game == "tictactoe" and args.rows * args.cols <= 9  # negamax is cheap only here
     metrics = {}
     for k, opponent in enumerate(["random", "mcts"] + ["minimax"] * perfect_play):
@@ -450,14 +520,33 @@ def log_evaluation(net: Net, game: Game, args: Args, global_step: int, writer: S
     if perfect_play:
         agent = lambda boards: agent_moves(game, net, args, boards)
         metrics["eval/exhaustive_losses"] = sum(exhaustive_losses(game, agent, first) for first in (True, False))
-    for tag, value in metrics.items():
-        writer.add_scalar(tag, value, global_step)
     return metrics
+
+
+def evaluation_summary(metrics: dict) -> str:
+    """'random 0.98/0.02/0.00, ...': win/draw/loss rates per opponent, for a person."""
+    opponents = [tag[5: -4] for tag in metrics if tag.startswith("eval/") and tag.endswith("_win")]
+    rates = ["/".join(f"{metrics[f'eval/{o}_{x}']:.2f}" for x in ("win", "draw", "loss")) for o in opponents]
+    return ", ".join(f"{o} {r}" for o, r in zip(opponents, rates))
+
+
+def evaluate_checkpoint(path: str, eval_games: int):
+    """--evaluate: the checkpoint against each evaluation opponent; one line of win/draw/loss rates each."""
+    net, args = load(path, "--evaluate")
+    args.eval_games = eval_games
+    metrics = evaluate_opponents(net, make_env(args.game, args.rows, args.cols, args.win_length), args)
+    print(f"evaluation of {path} on {args.game}: {eval_games} games per opponent, half moving first, "
+          f"{args.simulations} simulations per move")
+    for opponent in evaluation_summary(metrics).split(", "):
+        name, rates = opponent.split()
+        print(f"  {name:8s} win/draw/loss {rates}")
+    if "eval/exhaustive_losses" in metrics:
+        print(f"  losing lines when the opponent tries every reply: {metrics['eval/exhaustive_losses']}")
 
 
 def play(path: str, human_first: bool):
     """Play a checkpoint in the terminal: the board is shown, moves are read from stdin, an illegal one is refused."""
-    net, args = load(path)
+    net, args = load(path, "--play")
     game = make_env(args.game, args.rows, args.cols, args.win_length)
     board, human_turn, kind = game.initial_state(), human_first, "column" if game.gravity else "cell"
     print(f"{args.game}: you play {'X' if human_first else 'O'}; a move is a {kind} from 1 to {game.num_actions}")
@@ -483,19 +572,30 @@ def play(path: str, human_first: bool):
         board, human_turn = game.next_state(board, np.array([move])), not human_turn
 
 
+def make_run_dir(args: Args) -> str:
+    """runs/<game>__<exp_name>__<seed>__<date-time>, with -2, -3, ... appended when it exists already."""
+    base = f"runs/{args.game}__{args.exp_name}__{args.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+    for k in range(1, 1_000):
+        try:
+            os.makedirs(base if k == 1 else f"{base}-{k}")
+            return base if k == 1 else f"{base}-{k}"
+        except FileExistsError:
+            continue
+    sys.exit(f"error: could not make a run folder {base}-<k>")
+
+
 def train(args: Args) -> dict:
-    run_name = f"{args.game}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    resume_path, resumed = args.resume, load_checkpoint(args.resume, "--resume") if args.resume else None
+    if resumed:  # the run's own settings, but for the three that may change
+        args = Args(**resumed["args"] | {k: getattr(args, k) for k in ("cuda", "threads", "checkpoint_every")})
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
+    torch.use_deterministic_algorithms(args.torch_deterministic, warn_only=True)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     print(f"device: {device}")
-
-    writer = SummaryWriter(f"runs/{run_name}")
-    table = "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items())
-    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
 
     game = make_env(args.game, args.rows, args.cols, args.win_length)
     net = Net(game, args.channels, args.blocks).to(device)
@@ -503,63 +603,134 @@ def train(args: Args) -> dict:
     rng, evaluate_leaves = np.random.default_rng(args.seed), net_evaluator(net, game)
     noise = (args.dirichlet_alpha, args.dirichlet_epsilon) if args.dirichlet_epsilon > 0 else None
 
+    # the self-play state: games in progress (board, moves played, the (board, pi) history of each slot), the
+    # replay window of finished games as (boards, pis, zs), and counters; a checkpoint holds all of it
+    playing = np.arange(args.num_envs) < args.total_games  # slots with a game in progress
     boards, moves_played = game.initial_state(args.num_envs), np.zeros(args.num_envs, np.int64)
-    histories = [[] for _ in range(args.num_envs)]  # (board, pi) of each game in progress
-    window = deque(maxlen=args.replay_window)  # the replay window: (boards, pis, zs) of finished games
+    played = np.zeros((args.num_envs, game.num_cells, game.num_cells), np.int8)  # history[g, t]: the board at t
+    targets = np.zeros((args.num_envs, game.num_cells, game.num_actions), np.float32)  # ... and pi at t
+    window = deque(maxlen=args.replay_window)
     recent = deque(maxlen=100)  # (length, drawn) of the latest finished games
-    games, new_positions, searched, search_time, next_update, charts, metrics = 0, 0, 0, 0.0, args.num_envs, {}, {}
-    progress = tqdm(total=args.total_games, disable=None, unit="game")
-    while games < args.total_games:
-        start = time.perf_counter()
-        net.eval()
-        tree = search(game, boards, evaluate_leaves, args.simulations, args.c_puct, noise, rng)
-        moves, pi = choose_moves(tree.N[:, 0], moves_played < args.temperature_moves, rng)
-        for g in range(args.num_envs):
-            histories[g].append((boards[g], pi[g]))
-        boards, moves_played = game.next_state(boards, moves), moves_played + 1
-        done, value = game.terminal_value(boards)
-        for g in np.flatnonzero(done):  # record the finished game, start a new one in its slot
-            length = len(histories[g])
-            z = value[g] * (-1.0) ** (length - np.arange(length))  # [z] the side to move flips with every move
-            played, targets = (np.stack(column) for column in zip(*histories[g]))
-            window.append((played, targets, z.astype(np.float32)))
-            recent.append((length, value[g] == 0))
-            histories[g], boards[g], moves_played[g] = [], 0, 0
-            games, new_positions = games + 1, new_positions + length
-        searched += args.num_envs * args.simulations
-        search_time += time.perf_counter() - start
-        progress.update(int(done.sum()))
+    games, started, new_positions, next_update, metrics = 0, int(playing.sum()), 0, args.num_envs, {}
+    if resumed:
+        net.load_state_dict(resumed["net"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        playing, boards, moves_played, played, targets = (resumed[k].numpy().copy() for k in (
+            "playing", "boards", "moves_played", "played", "targets"))
+        window, recent = unpack(resumed["window"], args.replay_window), deque(resumed["recent"], maxlen=100)
+        games, started, new_positions, next_update = (resumed[k] for k in (
+            "games", "started", "new_positions", "next_update"))
+        metrics = resumed["metrics"]
+        rng.bit_generator.state = resumed["rng"]["numpy_generator"]
+        random.setstate(resumed["rng"]["python"])
+        torch.set_rng_state(resumed["rng"]["torch"])
+    run_dir = (os.path.dirname(resume_path) or ".") if resumed else make_run_dir(args)
+    path = os.path.join(run_dir, "checkpoint.pt")
+    writer = SummaryWriter(run_dir, purge_step=games + 1 if resumed else None)  # resumed: drop steps after it
+    if not resumed:
+        table = "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items())
+        writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
 
-        if games >= next_update:  # an iteration: num_envs more finished games
-            next_update += args.num_envs
-            steps = max(1, round(args.replay_ratio * new_positions / args.batch_size))
-            policy_loss, value_loss = update(net, optimizer, window, steps, game, args, rng)
-            new_positions = 0
-            charts = {"losses/policy_loss": policy_loss, "losses/value_loss": value_loss,
-                      "charts/SPS": searched / search_time,  # searched positions per second of self-play
-                      "charts/episodic_length": float(np.mean([r[0] for r in recent])),
-                      "charts/draw_rate": float(np.mean([r[1] for r in recent]))}
-            for tag, scalar in charts.items():
-                writer.add_scalar(tag, scalar, games)
-            progress.set_postfix(SPS=f"{charts['charts/SPS']:.0f}", loss=f"{policy_loss + value_loss:.3f}")
-        if games // args.eval_every > (games - int(done.sum())) // args.eval_every or games >= args.total_games:
-            metrics = log_evaluation(net, game, args, games, writer)
-    progress.close()
+    def checkpoint(charts: dict):
+        if not all(torch.isfinite(p).all() for p in net.state_dict().values() if p.is_floating_point()):
+            stop_with_error("a network parameter is not finite")
+        writer.flush()  # the curves up to this checkpoint are on disk: a resume continues them
+        save_checkpoint(path, {
+            "script": "alphazero", "args": asdict(args) | {"resume": None, "evaluate": None, "play": None},
+            "net": net.state_dict(), "optimizer": optimizer.state_dict(), "window": pack(window, game),
+            "playing": torch.from_numpy(playing), "boards": torch.from_numpy(boards), "played": torch.from_numpy(played),
+            "moves_played": torch.from_numpy(moves_played), "targets": torch.from_numpy(targets), "recent": list(recent),
+            "games": games, "started": started, "new_positions": new_positions, "next_update": next_update,
+            "metrics": metrics | charts, "rng": {"numpy_generator": rng.bit_generator.state, "python": random.getstate(),
+                                                  "torch": torch.get_rng_state()}})
+        written.append(games)
 
-    metrics |= charts | {"global_step": games, "run_dir": f"runs/{run_name}"}
-    if args.save_model:
-        path = f"runs/{run_name}/{args.exp_name}.pt"
-        torch.save({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "args": asdict(args)}, path)
-        print(f"model saved to {path}")
-        metrics["model_path"] = path
-    writer.close()
-    print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
-    return metrics
+    def stop_with_error(what: str):
+        progress.close()
+        writer.close()
+        last = f"the last good checkpoint: {path}" if written or resumed else "no checkpoint was written yet"
+        sys.exit(f"error: {what} at game {games:,}; stopped. {last[0].upper()}{last[1:]}")
+
+    signals = []  # SIGINT / SIGTERM received: the first ends the run after this move, a second at once
+
+    def on_signal(signum, frame):
+        if signals:
+            os._exit(128 + signum)
+        signals.append(signum)
+
+    handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    written, charts, searched, search_time, start_games, wall = [], {}, 0, 0.0, games, time.time()
+    progress = tqdm(total=args.total_games, initial=games, disable=None, unit="game")
+    try:
+        while games < args.total_games and not signals:
+            start = time.perf_counter()
+            net.eval()
+            live = np.flatnonzero(playing)
+            tree = search(game, boards[live], evaluate_leaves, args.simulations, args.c_puct, noise, rng)
+            moves, pi = choose_moves(tree.N[:, 0], moves_played[live] < args.temperature_moves, rng)
+            played[live, moves_played[live]], targets[live, moves_played[live]] = boards[live], pi
+            boards[live], moves_played[live] = game.next_state(boards[live], moves), moves_played[live] + 1
+            done, value = game.terminal_value(boards[live])
+            for g, result in zip(live[done], value[done]):  # record the finished game; start a new one in its slot
+                length = int(moves_played[g])
+                z = result * (-1.0) ** (length - np.arange(length))  # [z] the side to move flips with every move
+                window.append((played[g, :length].copy(), targets[g, :length].copy(), z.astype(np.float32)))
+                recent.append((length, bool(result == 0)))
+                games, new_positions = games + 1, new_positions + length
+                boards[g], moves_played[g], playing[g] = 0, 0, started < args.total_games  # while the budget lasts
+                started += int(playing[g])
+            searched += len(live) * args.simulations
+            search_time += time.perf_counter() - start
+            progress.update(int(done.sum()))
+
+            if games >= next_update or games == args.total_games:  # an iteration: num_envs more finished games
+                next_update += args.num_envs
+                steps = max(1, round(args.replay_ratio * new_positions / args.batch_size))
+                policy_loss, value_loss = update(net, optimizer, window, steps, game, args, rng)
+                new_positions = 0
+                charts = {"losses/policy_loss": policy_loss, "losses/value_loss": value_loss,
+                          "charts/SPS": searched / search_time,  # searched positions per second of self-play
+                          "charts/episodic_length": float(np.mean([r[0] for r in recent])),
+                          "charts/draw_rate": float(np.mean([r[1] for r in recent]))}
+                for tag in ("losses/policy_loss", "losses/value_loss"):
+                    if not math.isfinite(charts[tag]):
+                        stop_with_error(f"{tag} is {charts[tag]}")
+                for tag, scalar in charts.items():
+                    writer.add_scalar(tag, scalar, games)
+                progress.set_postfix(SPS=f"{charts['charts/SPS']:.0f}", loss=f"{policy_loss + value_loss:.3f}")
+            finished = games - int(done.sum())
+            if games // args.eval_every > finished // args.eval_every or games == args.total_games:
+                metrics = evaluate_opponents(net, game, args)
+                for tag, scalar in metrics.items():
+                    writer.add_scalar(tag, scalar, games)
+            every = args.checkpoint_every
+            if every and games // every > finished // every and games < args.total_games:
+                checkpoint(charts)
+        checkpoint(charts)  # the final one, or the interrupted run's
+        progress.close()
+        writer.close()
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    if signals:
+        command = f"python {os.path.basename(__file__)} --resume {path}"
+        print(f"interrupted at game {games:,}: checkpoint {path}; resume with: {command}")
+        sys.exit(128 + signals[0])
+
+    seconds = time.time() - wall
+    print(f"finished {args.total_games:,} self-play games in {time.strftime('%H:%M:%S', time.gmtime(seconds))} "
+          f"({searched / max(search_time, 1e-9):,.0f} positions searched/s); final evaluation win/draw/loss: "
+          f"{evaluation_summary(metrics)}")
+    print(f"run folder: {run_dir}   (tensorboard --logdir runs)")
+    print(f"checkpoint: {path}")
+    return metrics | charts | {"global_step": games, "run_dir": run_dir, "checkpoint": path}
 
 
 if __name__ == "__main__":
     cli_args = tyro.cli(Args)
-    if cli_args.play:
+    if cli_args.evaluate:
+        evaluate_checkpoint(cli_args.evaluate, cli_args.eval_games)
+    elif cli_args.play:
         play(cli_args.play, cli_args.play_first)
     else:
         train(cli_args)
