@@ -97,7 +97,7 @@ class Args:
     checkpoint_every: int = 50_000
     """write runs/<run>/checkpoint.pt every this many env steps (0: only at the end and when stopped)"""
     resume: str | None = None
-    """continue this checkpoint's run in its folder (none: a new run); all but the episodes in progress"""
+    """continue this checkpoint's run (none: a new run); all is restored but the episodes in progress"""
     evaluate: str | None = None
     """evaluate this checkpoint's deterministic policy over --eval-episodes, no training (none: train)"""
 
@@ -127,23 +127,6 @@ def make_env(env_id: str, video_folder: str | None = None):
         return gym.wrappers.RecordVideo(env, video_folder, lambda episode: True, disable_logger=True)
 
     return thunk
-
-
-def check_env(env_id: str) -> tuple[gym.Space, gym.Space]:
-    """The env's (observation, action) spaces, or one line on stderr and exit status 1 if ac.py can't."""
-    try:
-        env = gym.make(env_id)
-    except gym.error.DependencyNotInstalled as error:
-        package = re.search(r'pip install "?gymnasium\[\w+\]"?', str(error))
-        sys.exit(f"error: {env_id} needs an optional package: {package.group(0) if package else error}")
-    obs_space, action_space = env.observation_space, env.action_space
-    env.close()
-    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
-        sys.exit(f"error: ac.py needs a flat Box observation space, got {obs_space}")
-    if not (isinstance(action_space, gym.spaces.Discrete) or
-            (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1)):
-        sys.exit(f"error: unsupported action space {action_space}: ac.py handles Discrete and flat Box")
-    return obs_space, action_space
 
 
 def mlp(in_dim: int, out_dim: int) -> nn.Sequential:
@@ -179,6 +162,23 @@ class Critic(nn.Module):
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         return self.net(s).squeeze(-1)  # [critic] V(s), shape [batch]
+
+
+def check_env(env_id: str) -> tuple[gym.Space, gym.Space]:
+    """The env's (observation, action) spaces, or one line on stderr and exit status 1 if ac.py can't."""
+    try:
+        env = gym.make(env_id)
+    except gym.error.DependencyNotInstalled as error:
+        package = re.search(r'pip install "?gymnasium\[\w+\]"?', str(error))
+        sys.exit(f"error: {env_id} needs an optional package: {package.group(0) if package else error}")
+    obs_space, action_space = env.observation_space, env.action_space
+    env.close()
+    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
+        sys.exit(f"error: ac.py needs a flat Box observation space, got {obs_space}")
+    if not (isinstance(action_space, gym.spaces.Discrete) or
+            (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1)):
+        sys.exit(f"error: unsupported action space {action_space}: ac.py handles Discrete and flat Box")
+    return obs_space, action_space
 
 
 def env_actions(action: torch.Tensor, action_space: gym.Space) -> np.ndarray:

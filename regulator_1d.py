@@ -22,9 +22,9 @@ diverges: try `--actor-lr 3`.
 The chapter's equations, and the line that realises each (search for the tag):
     [policy]     pi_theta(a|s) = N(theta1 s, exp(theta2))                      Actor.forward
     [critic]     V_phi(s) = phi1 s + phi2 s^2                                   Critic.forward
-    [td]         delta_t = r_t + gamma V_phi(s_{t+1}) - V_phi(s_t)              train
-    [actor]      loss_actor = -E[log pi_theta(a_t|s_t) * delta_t], delta detached    train
-    [critic-loss] loss_critic = 1/2 E[(V_phi(s_t) - (r_t + gamma V_phi(s_{t+1})))^2]  train
+    [td]         delta_t = r_t + gamma V_phi(s_{t+1}) - V_phi(s_t)              td_losses
+    [actor]      loss_actor = -E[log pi_theta(a_t|s_t) * delta_t], delta detached    td_losses
+    [critic-loss] loss_critic = 1/2 E[(V_phi(s_t) - (r_t + gamma V_phi(s_{t+1})))^2]  td_losses
     plain gradient steps: theta += alpha_actor grad U, phi -= alpha_critic grad loss (SGD)
 
 Run:  python regulator_1d.py                # seconds on a CPU; panels in runs/<run>/panels.png

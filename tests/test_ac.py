@@ -19,7 +19,8 @@ import tyro
 from helpers import REPO, only_run_dir, read_scalars, run_script
 
 import ac
-from ac import Actor, Args, Critic, env_actions, evaluate, evaluate_checkpoint, final_observations, td_target, train
+from ac import (Actor, Args, Critic, env_actions, evaluate, evaluate_checkpoint, final_observations, td_target,
+                train)
 
 GAMMA = 0.99
 
@@ -266,11 +267,10 @@ def test_exact_resume_and_one_continuous_curve(chains, monkeypatch):
     args = Args(env_id="ChainLong-v0", num_envs=3, total_timesteps=60, checkpoint_every=30, log_every=2,
                 eval_every=30, eval_episodes=1, cuda=False)
     uninterrupted = train(args)
-    before = read_scalars(uninterrupted["run_dir"])
+    before, first = read_scalars(uninterrupted["run_dir"]), torch.load(copies[60], weights_only=True)
     resumed = train(Args(resume=copies[30], cuda=False, threads=1, checkpoint_every=0))
     assert resumed["run_dir"] == uninterrupted["run_dir"] and resumed["global_step"] == 60
-    first, second = torch.load(copies[60], weights_only=True), torch.load(copies[60] and resumed["checkpoint"],
-                                                                           weights_only=True)
+    second = torch.load(resumed["checkpoint"], weights_only=True)
     for name in ("actor", "critic", "actor_optimizer", "critic_optimizer"):
         assert str(first[name]) == str(second[name]), name
     for key in ("actor", "critic"):
@@ -424,7 +424,8 @@ def test_cli_end_to_end_and_tensorboard_events():
     assert re.fullmatch(r"runs/CartPole-v1__ac__1__\d{8}-\d{6}", run_dir)
     assert re.fullmatch(r"finished 2,000 steps in 0:00:\d\d \([\d,]+ steps/s\); final evaluation return \d+\.\d",
                         lines[-3]), lines[-3]
-    assert lines[-2:] == [f"run folder: {run_dir}   (tensorboard --logdir runs)", f"checkpoint: {run_dir}/checkpoint.pt"]
+    assert lines[-2:] == [f"run folder: {run_dir}   (tensorboard --logdir runs)",
+                          f"checkpoint: {run_dir}/checkpoint.pt"]
     scalars = read_scalars(run_dir)
     for tag in ("charts/episodic_return", "charts/episodic_length", "charts/SPS", "losses/actor_loss",
                 "losses/critic_loss", "losses/entropy", "eval/episodic_return"):
@@ -516,7 +517,7 @@ def test_help_documents_every_argument(capsys):
 def test_bad_arguments_exit_with_one_line(argv, message):
     with pytest.raises(SystemExit) as exit_info:
         tyro.cli(Args, args=argv)
-    assert str(exit_info.value.code) == "error: " + message or str(exit_info.value.code).startswith("error: " + message)
+    assert str(exit_info.value.code).startswith("error: " + message)
     assert "\n" not in str(exit_info.value.code) and not os.path.exists("runs")
 
 

@@ -122,11 +122,23 @@ def test_train_wiring(monkeypatch):
     assert [step for step, _ in read_scalars(metrics["run_dir"])["eval/episodic_return"]] == [12, 24, 28]
 
 
+def td_fixed_point_phi2(theta1: float, theta2: float, gamma: float, episode_length: int) -> float:
+    """The module docstring's phi2 = -E[s^4] / (E[s^4] - gamma E[s^2 s'^2]), over the states of whole episodes."""
+    generator = torch.Generator().manual_seed(0)
+    s, s4, s2_next2 = torch.randn(200_000, generator=generator), 0.0, 0.0
+    for _ in range(episode_length):
+        s_next = (1 + theta1) * s + math.exp(theta2 / 2) * torch.randn(s.shape, generator=generator)
+        s4, s2_next2, s = s4 + (s**4).mean(), s2_next2 + (s**2 * s_next**2).mean(), s_next
+    return (-s4 / (s4 - gamma * s2_next2)).item()
+
+
 def test_converges_to_the_optimal_regulator():
     metrics = train(Args(cuda=False))
     assert abs(metrics["theta1"] + 1) < 0.05, metrics  # mu*(s) = -s
     # V*(s) = -s^2, with part of V^pi's constant c folded into phi2 (the module docstring): a little below -1
     assert -1.02 < metrics["phi2"] < -1.0 and abs(metrics["phi1"]) < 0.01, metrics
+    fixed_point = td_fixed_point_phi2(metrics["theta1"], metrics["theta2"], 0.9, 10)
+    assert fixed_point < -1 and abs(metrics["phi2"] - fixed_point) < 0.002, (fixed_point, metrics)
     assert not metrics["diverged"]
     assert metrics["eval/episodic_return"] > -1.5  # near the best possible return, E[-s_0^2] = -1
 
