@@ -19,8 +19,7 @@ import tyro
 from helpers import REPO, only_run_dir, read_scalars, run_script
 
 import ac
-from ac import (Actor, Args, Critic, env_actions, evaluate, evaluate_checkpoint, final_observations, td_target,
-                train)
+from ac import Actor, Args, Critic, env_actions, evaluate, evaluate_checkpoint, final_observations, td_target, train
 
 GAMMA = 0.99
 
@@ -457,8 +456,8 @@ def test_evaluate_from_the_command_line_and_bad_paths(capsys):
                       ("notes.txt", r"not a duet checkpoint \(UnpicklingError\)"),
                       ("plain.pt", r"not a duet checkpoint \(no 'script' entry\)"),
                       ("sac.pt", r"a checkpoint of sac.py, not ac.py")):
-        for flag, call in (("--resume", lambda: train(Args(resume=path))),
-                           ("--evaluate", lambda: evaluate_checkpoint(Args(evaluate=path), False))):
+        for flag, call in (("--resume", lambda path=path: train(Args(resume=path))),
+                           ("--evaluate", lambda path=path: evaluate_checkpoint(Args(evaluate=path), False))):
             with pytest.raises(SystemExit) as exit_info:
                 call()
             assert re.fullmatch(f"error: {flag} {path}: {why}", str(exit_info.value.code)), exit_info.value.code
