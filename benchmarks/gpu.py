@@ -136,6 +136,36 @@ def child_info(result: dict, save, dry: bool):
         result["torch_has"]["use_deterministic_algorithms(warn_only=)"] = True
     except TypeError as error:
         result["torch_has"]["use_deterministic_algorithms(warn_only=)"] = str(error)
+    if torch.cuda.is_available():  # --torch-deterministic's cost on CUDA: without CUBLAS_WORKSPACE_CONFIG=:4096:8,
+        result["cublas_mm_us"] = cublas_warning_cost(torch)  # every cuBLAS call raises a (warn_only) warning
+
+
+def cublas_warning_cost(torch) -> dict:
+    """Microseconds per 256x256 matrix product on the GPU (launch-bound, as in the scripts' updates) with
+    deterministic algorithms off, and on with warn_only, Python's default warning filter, as a user's run has."""
+    import warnings
+
+    a = torch.randn(256, 256, device="cuda")
+
+    def per_call(n: int = 3000) -> float:
+        for _ in range(100):
+            a @ a
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(n):
+            a @ a
+        torch.cuda.synchronize()
+        return (time.perf_counter() - start) / n * 1e6
+
+    torch.use_deterministic_algorithms(False)
+    off = per_call()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        on = per_call()
+    torch.use_deterministic_algorithms(False)
+    return {"deterministic_off": off, "deterministic_warn_only": on,
+            "CUBLAS_WORKSPACE_CONFIG": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
 
 
 def child_offpolicy(result: dict, save, dry: bool, script: str, mode: str, limit: float):
@@ -525,6 +555,11 @@ def markdown(report: dict) -> str:
     if tests:
         counts = ", ".join(f"{n} {w}" for w, n in tests.get("counts", {}).items()) or "no counts"
         lines += ["", f"tests/test_gpu.py: {counts} in {fmt(tests.get('seconds'))} s ({short(tests['status'])})"]
+    mm = info.get("cublas_mm_us")
+    if mm:
+        lines.append(f"a 256x256 cuBLAS product: {mm['deterministic_off']:.1f} us; with --torch-deterministic "
+                     f"(warn_only, CUBLAS_WORKSPACE_CONFIG={mm['CUBLAS_WORKSPACE_CONFIG']}): "
+                     f"{mm['deterministic_warn_only']:.1f} us")
     sac = phases.get("sac/cudagraphs", {}).get("learning_sps")
     if sac is not None:
         lines.append(f"sac --compile --cudagraphs: {sac:.0f} learning-phase steps/s against issue #6's target of 725")
