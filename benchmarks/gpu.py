@@ -193,12 +193,13 @@ def child_offpolicy(result: dict, save, dry: bool, script: str, mode: str, limit
     state = {"steps": 0, "eval_s": 0.0, "in_eval": False}
     marks = {}
 
-    def graphs() -> int | None:
-        try:
-            from torch._dynamo.utils import counters
-            return int(counters["stats"]["unique_graphs"])
-        except Exception:  # noqa: BLE001
-            return None
+    try:  # imported now: an import inside the timed steps would count as their time
+        from torch._dynamo.utils import counters
+    except Exception:  # noqa: BLE001
+        counters = None
+
+    def graphs() -> int | None:  # graphs compiled so far: a change while timing is a recompile
+        return None if counters is None else int(counters["stats"]["unique_graphs"])
 
     def on_step():
         state["steps"] += 1
