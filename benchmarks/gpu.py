@@ -178,7 +178,7 @@ def child_offpolicy(result: dict, save, dry: bool, script: str, mode: str, limit
     module = importlib.import_module(script)
     learning_starts, steady_s, warmup = settings["learning_starts"], settings["steady_s"], settings["warmup"]
     overrides = dict(env_id="HalfCheetah-v4", learning_starts=learning_starts, total_timesteps=1_000_000,
-                     eval_every=10**9, compile=mode != "eager", cudagraphs=mode == "cudagraphs")
+                     eval_every=1_000_000, compile=mode != "eager", cudagraphs=mode == "cudagraphs")  # never reached
     if mode == "eager":  # one evaluation, eval_after steps into the learning phase
         overrides |= dict(eval_every=learning_starts + settings["eval_after"], eval_episodes=settings["eval_episodes"])
     if dry:
