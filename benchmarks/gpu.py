@@ -68,11 +68,11 @@ SMALL_SETTINGS = {
     "gpu": {"regulator_1d": dict(total_timesteps=32_000, eval_every=32_000),
             "ac": dict(total_timesteps=32_000, eval_every=32_000, eval_episodes=1),
             "a2c": dict(total_timesteps=25_600, eval_every=25_600, eval_episodes=1),
-            "alphazero": dict(game="tictactoe", total_games=256, eval_every=10**6, eval_games=2, rollouts=8)},
+            "alphazero": dict(game="tictactoe", total_games=256, eval_every=256, eval_games=2, rollouts=8)},
     "dry": {"regulator_1d": dict(total_timesteps=3_200, eval_every=3_200),
             "ac": dict(total_timesteps=1_600, eval_every=1_600, eval_episodes=1),
             "a2c": dict(total_timesteps=1_600, eval_every=1_600, eval_episodes=1),
-            "alphazero": dict(game="tictactoe", total_games=32, num_envs=16, simulations=8, eval_every=10**6,
+            "alphazero": dict(game="tictactoe", total_games=32, num_envs=16, simulations=8, eval_every=32,
                               eval_games=2, rollouts=4)}}
 # the torch APIs of the scripts that are younger than some torch releases: `info` records which this torch has
 PROBES = ("torch.compiler.cudagraph_mark_step_begin", "torch._foreach_lerp_",
