@@ -1,0 +1,67 @@
+"""a2c.py's mutants for tests/mutants/run.py: each breaks one line, and a fast test of tests/test_a2c.py must fail.
+
+    python tests/mutants/run.py a2c
+
+Before the wiring tests (against the earlier tests/test_a2c.py without its subprocess tests), 9 of the first 18
+survived, among them the three the issue names; now every one is caught.
+"""
+
+T = "tests/test_a2c.py::test_"
+WIRING = T + "train_wiring_on_a_chain_with_known_ends"
+RESUME = T + "resume_at_an_update_boundary_is_exact"
+
+MUTANTS = [
+    # the three the issue names: caught only by learning tests, or by none, before
+    ("bootstrap where an episode is both terminated and truncated", "cut = truncated & ~terminated",
+     "cut = truncated", WIRING),
+    ("last_value = 0", "critic(obs), args.gamma,", "0 * critic(obs), args.gamma,", WIRING),
+    ("entropy bonus with the wrong sign", "- args.ent_coef * entropy", "+ args.ent_coef * entropy", WIRING),
+    # time limits and episode ends
+    ("truncation is not an episode end", "terminated | truncated, dtype", "terminated, dtype", WIRING),
+    ("time-limit bootstrap without gamma", "+= gamma * critic(final_obs)", "+= critic(final_obs)", WIRING),
+    ("no time-limit bootstrap", "+= gamma * critic(final_obs)", "+= 0 * critic(final_obs)", WIRING),
+    # compute_gae
+    ("GAE recursion crosses episode ends", "gae = delta + gamma * lam * mask * gae",
+     "gae = delta + gamma * lam * gae", WIRING),
+    ("TD residual bootstraps across episode ends", "gamma * next_value * mask - values[t]",
+     "gamma * next_value - values[t]", WIRING),
+    ("lambda ignored", "gamma * lam * mask * gae", "gamma * mask * gae", WIRING),
+    ("every step bootstraps from the last value", "next_value = values[t]", "next_value = last_value", WIRING),
+    ("returns without V(s_t)", "return advantages, advantages + values", "return advantages, advantages", WIRING),
+    # the loss and the update
+    ("policy gradient with the wrong sign", "actor_loss = -(dist.log_prob", "actor_loss = (dist.log_prob", WIRING),
+    ("actor weighted by the returns, not the advantages", "* advantages.flatten()).mean()",
+     "* returns.flatten()).mean()", WIRING),
+    ("critic regressed on the advantages", "- returns.flatten()) ** 2", "- advantages.flatten()) ** 2", WIRING),
+    ("value loss without its coefficient", "args.vf_coef * value_loss", "value_loss", WIRING),
+    ("gradient never clipped", "clip_grad_norm_(params, args.max_grad_norm)", "clip_grad_norm_(params, 1e12)",
+     WIRING),
+    ("learning rate annealed upwards", "* (1 - (update - 1) / num_updates)", "* (1 + (update - 1) / num_updates)",
+     WIRING),
+    # evaluation
+    ("evaluation samples instead of acting deterministically", ".mode", ".sample()",
+     T + "evaluation_acts_deterministically"),
+    ("SPS counts the evaluations", "eval_seconds += time.time() - eval_start", "eval_seconds += 0",
+     T + "evaluations_run_at_their_steps_and_the_final_one_records_the_video"),
+    # checkpoints, resume, signals, NaN (issue 12)
+    ("resume does not restore the torch RNG", 'torch.set_rng_state(rng["torch"])', "torch.get_rng_state()", RESUME),
+    ("resume does not restore the optimizer", 'optimizer.load_state_dict(checkpoint["optimizer"])',
+     "optimizer.state_dict()", RESUME),
+    ("resume restarts the step-size schedule", "range(start_update + 1, num_updates + 1)",
+     "range(1, num_updates - start_update + 1)", RESUME),
+    ("resume restarts the observation statistics", 'envs.set_attr("obs_rms", ', '(lambda *a: None)("obs_rms", ',
+     RESUME),
+    ("TensorBoard events after the checkpoint kept on resume", "purge_step=global_step + 1 if checkpoint else None",
+     "purge_step=None", T + "sigkill_after_a_checkpoint_then_resume_gives_one_continuous_curve"),
+    ("checkpoint written with non-finite parameters", "if not all(torch.isfinite(p).all()",
+     "if False and not all(torch.isfinite(p).all()", T + "parameters_are_checked_before_each_checkpoint"),
+    ("non-finite losses not checked", "if not math.isfinite(v)), None)", "if False), None)",
+     T + "learning_rate_1e30_from_the_start"),
+    ("an interrupted run exits 0", "128 + stop_signal[0])", "0)",
+     T + "sigterm_in_process_stops_cleanly_and_restores_the_handlers"),
+    ("signal handlers left installed", "            signal.signal(s, handler)", "            pass",
+     T + "sigterm_in_process_stops_cleanly_and_restores_the_handlers"),
+    ("two runs in the same second share a folder", "os.makedirs(run_dir)", "os.makedirs(run_dir, exist_ok=True)",
+     T + "budget_rounding_is_said_and_run_folders_are_unique"),
+    ("--seed -1 accepted", "0 <= self.seed <= 2**32 - 1", "True", T + "bad_arguments_exit_with_one_line"),
+]
