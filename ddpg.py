@@ -495,7 +495,8 @@ def train(args: Args) -> dict:
     ou = OUNoise(args.num_envs, act_space.shape[0], args.ou_theta, args.ou_sigma, args.ou_dt, device)
     critic_step, actor_step = compiled(args, device, update_critic, update_actor)
 
-    global_step, num_updates = (checkpoint["global_step"], checkpoint["num_updates"]) if checkpoint else (0, 0)
+    global_step = checkpoint["global_step"] if checkpoint else 0
+    num_updates = checkpoint["num_updates"] if checkpoint else 0
     obs, _ = envs.reset(seed=args.seed + global_step)  # a resumed run restarts its episodes
     envs.action_space.seed(args.seed)
     if checkpoint:
@@ -592,7 +593,8 @@ def train(args: Args) -> dict:
                 eval_return = evaluate(actor, args.env_id, args.eval_episodes, args.seed + 10_000).mean()
                 writer.add_scalar("eval/episodic_return", eval_return, global_step)
                 eval_seconds += time.time() - eval_start
-            if args.checkpoint_every and global_step % args.checkpoint_every < args.num_envs or signals:
+            periodic = args.checkpoint_every and global_step % args.checkpoint_every < args.num_envs
+            if signals or periodic and iteration < num_iterations - 1:  # (the final one: after the loop)
                 write_checkpoint()
             if signals:
                 stop(f"interrupted at step {global_step:,}: checkpoint {path}; resume with: python ddpg.py "

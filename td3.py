@@ -580,7 +580,8 @@ def train(args: Args) -> dict:
                 eval_return = evaluate(actor, args.env_id, args.eval_episodes, args.seed + 10_000).mean()
                 writer.add_scalar("eval/episodic_return", eval_return, global_step)
                 eval_seconds += time.time() - eval_start
-            if args.checkpoint_every and global_step % args.checkpoint_every < args.num_envs or signals:
+            periodic = args.checkpoint_every and global_step % args.checkpoint_every < args.num_envs
+            if signals or periodic and iteration < num_iterations - 1:  # (the final one: after the loop)
                 write_checkpoint()
             if signals:
                 stop(f"interrupted at step {global_step:,}: checkpoint {path}; resume with: python td3.py "

@@ -118,7 +118,8 @@ def test_train_runs_one_update_per_step_then_the_actor_and_both_polyak_updates(m
     assert names == ["critic", "actor", "polyak", "polyak"] * 40  # 40 learning steps, one update each
     (rb,) = rec["buffers"]
     for k in range(0, len(rec["calls"]), 4):
-        (_, (batch, actor_target, critic, critic_target, _, args)), (_, (obs, actor, critic2, _)) = rec["calls"][k:k + 2]
+        (_, (batch, actor_target, critic, critic_target, _, _)), (_, (obs, actor, critic2, _)) = \
+            rec["calls"][k:k + 2]
         pairs = {(id(net), id(target)) for _, (net, target, tau) in rec["calls"][k + 2:k + 4] if tau == 0.01}
         assert pairs == {(id(actor), id(actor_target)), (id(critic), id(critic_target))}  # targets trail the nets
         assert actor is not actor_target and critic is not critic_target and critic2 is critic
@@ -176,8 +177,9 @@ def test_targets_trail_the_networks_by_polyak_averaging(monkeypatch):
     train(chain_args(total_timesteps=24, tau=0.1))
     assert len(records) == 2 * 16
     for before, net, after, tau in records:
+        assert tau == 0.1
         for b, n, a in zip(before, net, after):
-            torch.testing.assert_close(a, b + 0.1 * (n - b))
+            torch.testing.assert_close(a, b + tau * (n - b))
     assert any(not torch.equal(b, n) for b, n in zip(records[-1][0], records[-1][1]))  # the targets lag behind
 
 
@@ -536,3 +538,12 @@ def test_ctrl_c_writes_a_checkpoint_that_evaluate_loads():
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(rf"evaluation of {re.escape(match[2])} on Pendulum-v1: mean return -?\d+\.\d ± \d+\.\d "
                         r"over 2 episodes", result.stdout.strip()), result.stdout
+
+
+def test_a_checkpoint_is_never_written_with_a_non_finite_parameter(tmp_path):
+    actor = Actor(HOPPER_OBS, HOPPER_ACT)
+    with torch.no_grad():
+        actor.net[0].weight[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError):
+        ddpg.save_checkpoint(str(tmp_path / "checkpoint.pt"), {"script": "ddpg"}, {"actor": actor})
+    assert os.listdir(tmp_path) == []

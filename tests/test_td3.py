@@ -10,7 +10,6 @@ import inspect
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import tyro
 from helpers import REPO, only_run_dir, read_scalars, read_tags, run_script
 
 import td3
-from td3 import Actor, Args, Critic, ReplayBuffer, TwinCritic, evaluate, train
+from td3 import Actor, Args, ReplayBuffer, TwinCritic, evaluate, train
 
 HOPPER_OBS = gym.spaces.Box(-np.inf, np.inf, (11,), np.float64)
 HOPPER_ACT = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
@@ -138,8 +137,9 @@ def test_targets_trail_the_networks_by_polyak_averaging(monkeypatch):
     train(chain_args(total_timesteps=24, tau=0.1))
     assert len(records) == 2 * 8  # 16 critic updates, every second one delayed
     for before, net, after, tau in records:
+        assert tau == 0.1
         for b, n, a in zip(before, net, after):
-            torch.testing.assert_close(a, b + 0.1 * (n - b))
+            torch.testing.assert_close(a, b + tau * (n - b))
     assert any(not torch.equal(b, n) for b, n in zip(records[-1][0], records[-1][1]))  # the targets lag behind
 
 
@@ -526,3 +526,22 @@ def test_sigkill_after_a_checkpoint_then_resume_finishes_with_one_curve():
     after = [step for step, _ in scalars["charts/episodic_return"] if step > killed_at]
     assert after == list(range(killed_at + 200, 601, 200))  # the episode in progress restarted at the resume
     assert [step for step, _ in scalars["losses/qf_loss"]][-1] == 600 and scalars["eval/episodic_return"][-1][0] == 600
+
+
+@pytest.mark.slow
+def test_compiled_updates_equal_eager_updates(monkeypatch):
+    """--compile changes the speed, not the numbers (a minute of compiling: kept out of CI)."""
+    monkeypatch.setattr(torch._functorch.config, "activation_memory_budget", 0.99)  # as train() sets it
+    torch.manual_seed(0)
+    actor, critic = Actor(HOPPER_OBS, HOPPER_ACT), TwinCritic(HOPPER_OBS, HOPPER_ACT)
+    args = Args(policy_noise=0.0)  # the compiled RNG draws other numbers than the eager one
+    batch = (torch.randn(256, 11), torch.rand(256, 3) * 2 - 1, torch.randn(256), torch.randn(256, 11),
+             (torch.rand(256) < 0.1).float())
+    results = []
+    for wrap in (lambda f: f, torch.compile):
+        a, c = copy.deepcopy(actor), copy.deepcopy(critic)
+        a_opt, c_opt = (torch.optim.Adam(net.parameters(), fused=True) for net in (a, c))
+        losses = [wrap(td3.update_critic)(batch, a, c, c, c_opt, args), wrap(td3.update_actor)(batch[0], a, c, a_opt)]
+        results.append(losses + [p.detach() for p in (*a.parameters(), *c.parameters())])
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,42 @@
+"""ddpg.py's mutants: one small change each that a fast test in tests/test_ddpg.py must catch.
+
+    python tests/mutants/run.py ddpg
+
+The fast tests are every in-process test of the file (not the CLI and Ctrl-C subprocesses, not the OU
+variance test): about 15 s per mutant here. Before the wiring tests (the tests then in the file, same filter),
+14 of these 17 mutants survived; now all are caught."""
+
+FAST = "tests/test_ddpg.py -k (not(cli))and(not(ctrl_c))and(not(stationary))"
+MUTANTS = [(name, old, new, FAST) for name, old, new in [
+    ("target_with_online_critic", "critic_target(next_obs, actor_target(next_obs))",
+     "critic(next_obs, actor_target(next_obs))"),
+    ("target_action_at_s", "critic_target(next_obs, actor_target(next_obs))",
+     "critic_target(next_obs, actor_target(obs))"),
+    ("target_with_online_actor", "critic_step(batch, actor_target, critic,", "critic_step(batch, actor, critic,"),
+    ("no_target_update", "polyak_update(actor, actor_target, args.tau)\n                        polyak_update("
+     "critic, critic_target, args.tau)", "pass"),
+    ("no_critic_target_update", "\n                        polyak_update(critic, critic_target, args.tau)", ""),
+    ("truncation_stored_as_termination", "next_obs, infos), terminations)  # not truncated",
+     "next_obs, infos), terminations | truncations)"),
+    ("reset_obs_stored_as_next_obs", "rb.add(obs, actions, rewards, final_observations(next_obs, infos),",
+     "rb.add(obs, actions, rewards, next_obs,"),
+    ("final_obs_as_next_state", "            obs = next_obs\n",
+     "            obs = final_observations(next_obs, infos)\n"),
+    ("ou_never_reset", "ou.reset(terminations | truncations)", "None"),
+    ("ou_option_ignored", 'if args.noise == "ou":', 'if args.noise == "gaussian":'),
+    ("noise_not_scaled_to_bounds", "action + noise * actor.action_scale", "action + noise"),
+    ("no_exploration_noise", "actor.clip(action + noise * actor.action_scale)", "actor.clip(action)"),
+    ("actor_loss_sign", "policy_loss = -critic(obs, actor(obs), detach=True).mean()",
+     "policy_loss = critic(obs, actor(obs), detach=True).mean()"),
+    ("target_ignores_termination", "gamma * (1 - terminations) * next_q", "gamma * next_q"),
+    ("critic_loss_at_next_obs", "((critic(obs, actions) - y) ** 2)", "((critic(next_obs, actions) - y) ** 2)"),
+    ("actor_on_next_obs", "actor_step(batch[0],", "actor_step(batch[3],"),
+    ("polyak_tau_inverted", "list(net.parameters()), tau)", "list(net.parameters()), 1 - tau)"),
+    ("resume_resets_envs_twice", "obs, _ = envs.reset(seed=args.seed + global_step)",
+     "obs, _ = envs.reset(seed=args.seed + global_step)\n    obs, _ = envs.reset(seed=args.seed)"),
+    ("resume_without_rng_states", '        set_rng_states(checkpoint["rng"], envs)', "        pass"),
+    ("checkpoint_written_with_nan", "        raise FloatingPointError", "        pass  # FloatingPointError"),
+    ("losses_not_checked", "if not math.isfinite(loss):", "if False:"),
+    ("checkpoint_after_the_video", "        write_checkpoint()  # before anything optional",
+     "        pass  # before anything optional"),
+]]

@@ -1,0 +1,43 @@
+"""td3.py's mutants: one small change each that a fast test in tests/test_td3.py must catch.
+
+    python tests/mutants/run.py td3
+
+The fast tests are every in-process test of the file (not the CLI and SIGKILL subprocesses): about 15 s per
+mutant here. Before the wiring tests (the tests then in the file, same filter), 15 of the first 18 survived
+(see the final report in /work/notes/ddpg_td3.md); now all are caught."""
+
+FAST = "tests/test_td3.py -k (not(cli))and(not(sigkill))"
+MUTANTS = [(name, old, new, FAST) for name, old, new in [
+    ("target_with_online_critic", "y = td_target(rewards, terminations, critic_target(next_obs, next_actions)",
+     "y = td_target(rewards, terminations, critic(next_obs, next_actions)"),
+    ("target_action_at_s", "smoothed_target_action(actor_target, next_obs, args.policy_noise",
+     "smoothed_target_action(actor_target, obs, args.policy_noise"),
+    ("target_with_online_actor", "critic_step(batch, actor_target, critic,", "critic_step(batch, actor, critic,"),
+    ("no_target_update", "polyak_update(actor, actor_target, args.tau)\n                        polyak_update("
+     "critic, critic_target, args.tau)", "pass"),
+    ("no_critic_target_update", "\n                        polyak_update(critic, critic_target, args.tau)", ""),
+    ("truncation_stored_as_termination", "next_obs, infos), terminations)  # not truncated",
+     "next_obs, infos), terminations | truncations)"),
+    ("reset_obs_stored_as_next_obs", "rb.add(obs, actions, rewards, final_observations(next_obs, infos),",
+     "rb.add(obs, actions, rewards, next_obs,"),
+    ("final_obs_as_next_state", "            obs = next_obs\n",
+     "            obs = final_observations(next_obs, infos)\n"),
+    ("no_delayed_updates", "if num_updates % args.policy_frequency == 0:", "if True:"),
+    ("no_target_smoothing", "next_actions = smoothed_target_action(actor_target, next_obs, args.policy_noise, "
+     "args.noise_clip)", "next_actions = actor_target(next_obs)"),
+    ("smoothing_noise_unclipped", ".clamp(-noise_clip, noise_clip)", ""),
+    ("smoothing_noise_not_scaled", "actor_target.clip(action + noise * actor_target.action_scale)",
+     "actor_target.clip(action + noise)"),
+    ("max_of_twins", "next_q.min(0).values", "next_q.max(0).values"),
+    ("only_one_critic_learns", "((critic(obs, actions) - y) ** 2).mean(1).sum()",
+     "((critic(obs, actions)[0] - y) ** 2).mean()"),
+    ("noise_not_scaled_to_bounds", "action + noise * actor.action_scale", "action + noise"),
+    ("actor_loss_sign", "policy_loss = -critic.q1(", "policy_loss = critic.q1("),
+    ("actor_follows_q2", "policy_loss = -critic.q1(", "policy_loss = -critic.q2("),
+    ("target_ignores_termination", "gamma * (1 - terminations) * next_q", "gamma * next_q"),
+    ("actor_on_next_obs", "actor_step(batch[0],", "actor_step(batch[3],"),
+    ("polyak_tau_inverted", "list(net.parameters()), tau)", "list(net.parameters()), 1 - tau)"),
+    ("resume_without_rng_states", '        set_rng_states(checkpoint["rng"], envs)', "        pass"),
+    ("losses_not_checked", "if not math.isfinite(loss):", "if False:"),
+    ("checkpoint_written_with_nan", "        raise FloatingPointError", "        pass  # FloatingPointError"),
+]]
