@@ -254,8 +254,8 @@ class ReplayBuffer:
         idx = torch.randint(self.count, (batch_size,), device=self.device)
         return tuple(getattr(self, name)[idx] for name in self.fields)
 
-    def state_dict(self) -> dict:  # the filled rows only
-        rows = {name: getattr(self, name)[: self.count].cpu() for name in self.fields}
+    def state_dict(self) -> dict:  # copies of the filled rows only (a view would save the whole storage)
+        rows = {name: getattr(self, name)[: self.count].to("cpu", copy=True) for name in self.fields}
         return {"pos": self.pos, "count": self.count} | rows
 
     def load_state_dict(self, state: dict):
