@@ -5,10 +5,10 @@ Connect Four (6x7, four in a row, stones drop down a column). A state is the boa
 (the canonical board: +1 own stones, -1 the opponent's), so one network plays both sides.
 
 Value signs. v(s) and a terminal value are the outcome for the player to move in s (+1 win, 0 draw, -1 loss):
-v is an expected outcome in [-1, 1], where the chapter's value head is a probability of winning (with no draws,
-P(win) = (1 + v) / 2). A finished game is always lost by the player to move, since the previous mover completed
-the line. The edge statistics N(s,a), W(s,a), Q(s,a) = W / N belong to the player choosing a in s, so a leaf
-value v found d moves below s counts as (-1)^d v for s: the last edge on a path gets -v, the one above it +v, ...
+an expected outcome in [-1, 1], where the chapter's value head is a probability of winning (with no draws,
+P(win) = (1 + v) / 2). A finished game is always lost by the player to move: the previous mover completed a
+line. The edge statistics N(s,a), W(s,a), Q(s,a) = W / N belong to the player choosing a in s, so a leaf value
+v found d moves below s counts as (-1)^d v for s: the last edge on a path gets -v, the one above it +v, ...
 
 The chapter's equations, and the line that realises each (search for the tag):
     [net]     f_theta(s) = (p, v): residual conv trunk, policy logits (illegal moves masked), tanh value  Net
@@ -28,12 +28,12 @@ The chapter's equations, and the line that realises each (search for the tag):
 
 Self-play runs `--num-envs` games at once; a finished game is replaced by a new one until --total-games have
 started, and every `--num-envs` finished games (and the last games) make one iteration: replay_ratio * (new
-positions) / batch_size minibatch updates. charts/SPS counts searched positions per wall-clock second of self-play
-(training and evaluation not counted): every simulation adds one node, a position, to a tree. Evaluation
-(eval/<opponent>_win|draw|loss) plays the search at --simulations, without noise, taking the most visited move,
-against a random player, pure MCTS with --rollouts random rollouts per move and, on tic-tac-toe, a perfect
-memoised negamax player; eval/exhaustive_losses counts the opponent move sequences that beat the agent when the
-opponent tries every legal reply (the agent moving first and second).
+positions) / batch_size minibatch updates. charts/SPS counts searched positions per wall-clock second of
+self-play (training and evaluation not counted): every simulation adds one node, a position, to a tree.
+Evaluation (eval/<opponent>_win|draw|loss) plays the search at --simulations, without noise, taking the most
+visited move, against a random player, pure MCTS with --rollouts random rollouts per move and, on tic-tac-toe,
+a perfect memoised negamax player; eval/exhaustive_losses counts the opponent move sequences that beat the
+agent when the opponent tries every legal reply (the agent moving first and second).
 
 Run:  python alphazero.py                                       # tic-tac-toe, about one CPU-minute
       python alphazero.py --game connect4                       # Connect Four (see benchmarks/alphazero.py)
@@ -51,6 +51,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import Literal
 
 import numpy as np
@@ -100,7 +101,7 @@ class Args:
     c_puct: float = 1.5
     """c_puct: weight of the exploration term in the PUCT rule"""
     dirichlet_alpha: float | None = None
-    """alpha of the root noise Dir(alpha) (none: 10 / number of moves, AlphaZero's scaling: 1.1 and 1.4 here)"""
+    """alpha of the root noise Dir(alpha) (none: 10 / number of moves as AlphaZero: 1.1 and 1.4 here)"""
     dirichlet_epsilon: float = 0.25
     """epsilon: weight of the Dirichlet noise in the root priors (0 turns the noise off)"""
     temperature_moves: int | None = None
@@ -108,7 +109,7 @@ class Args:
     replay_window: int = 2_000
     """the replay window: positions of the most recent this many self-play games"""
     replay_ratio: float = 4.0
-    """minibatch samples per new self-play position: ratio * new positions / batch_size updates an iteration"""
+    """minibatch samples per new self-play position: ratio * new positions / batch_size updates"""
     batch_size: int = 256
     """positions per minibatch (each under a random symmetry of the board)"""
     lr: float = 2e-3
@@ -128,9 +129,9 @@ class Args:
     checkpoint_every: int = 1_024
     """write runs/<run>/checkpoint.pt every this many self-play games (0: only at the end and on Ctrl-C)"""
     resume: str | None = None
-    """continue this checkpoint's run, exactly; only --cuda, --threads, --checkpoint-every may change (none: new)"""
+    """continue its run exactly; settings from it but --cuda/--threads/--checkpoint-every (none: a new run)"""
     evaluate: str | None = None
-    """play this checkpoint against the evaluation opponents, --eval-games each, print win/draw/loss (none: train)"""
+    """play this checkpoint against each evaluation opponent, print win/draw/loss (none: train)"""
     play: str | None = None
     """play this checkpoint in the terminal, instead of training (none: train)"""
     play_first: bool = True
@@ -142,9 +143,9 @@ class Args:
         for name, value in GAMES[self.game].items():
             if getattr(self, name, False) is None:  # a field left to the game (gravity is no field)
                 setattr(self, name, value)
-        positive = ("rows", "cols", "win_length", "total_games", "num_envs", "simulations", "c_puct", "threads",
-                    "replay_window", "replay_ratio", "batch_size", "lr", "channels", "blocks", "eval_every",
-                    "eval_games", "rollouts")
+        positive = ("rows", "cols", "win_length", "total_games", "num_envs", "simulations", "c_puct",
+                    "threads", "replay_window", "replay_ratio", "batch_size", "lr", "channels", "blocks",
+                    "eval_every", "eval_games", "rollouts")
         checks = [(name, "positive", getattr(self, name) > 0) for name in positive]
         checks += [(name, "non-negative", getattr(self, name) >= 0)
                    for name in ("temperature_moves", "weight_decay", "checkpoint_every")]
@@ -162,22 +163,24 @@ class Args:
 
 class Game:
     """k in a row on a rows x cols board; with gravity a move is a column and the stone drops to its lowest
-    empty cell (Connect Four), else a move is a cell. Every method takes a batch of flat int8 canonical boards."""
+    empty cell (Connect Four), else a move is a cell. Every method takes a batch of flat int8 canonical
+    boards."""
 
     def __init__(self, rows: int, cols: int, win_length: int, gravity: bool):
         self.rows, self.cols, self.gravity = rows, cols, gravity
         self.num_cells, self.num_actions = rows * cols, cols if gravity else rows * cols
         cells, k = np.arange(rows * cols).reshape(rows, cols), np.arange(win_length)
+        last = win_length - 1
         self.lines = np.array([cells[r + dr * k, c + dc * k] for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1))
                                for r in range(rows) for c in range(cols)  # every line of every direction
-                               if 0 <= r + dr * (win_length - 1) < rows and 0 <= c + dc * (win_length - 1) < cols])
+                               if 0 <= r + dr * last < rows and 0 <= c + dc * last < cols])
         maps = [lambda x: x, np.fliplr]  # board symmetries; gravity keeps only the mirror image
         if not gravity:
             maps += [np.flipud, lambda x: np.rot90(x, 2)]
             if rows == cols:
                 maps += [np.rot90, lambda x: np.rot90(x, 3), np.transpose, lambda x: np.rot90(x, 2).T]
-        # symmetry s: board'[j] = board[cell_perms[s, j]] and pi'[j] = pi[action_perms[s, j]]; row 0 of a mapped
-        # cell grid holds the column numbers, which are the moves of a gravity game
+        # symmetry s: board'[j] = board[cell_perms[s, j]] and pi'[j] = pi[action_perms[s, j]]; row 0 of a
+        # mapped cell grid holds the column numbers, which are the moves of a gravity game
         self.cell_perms = np.array([m(cells).ravel() for m in maps])
         self.action_perms = self.cell_perms[:, :cols] if gravity else self.cell_perms
 
@@ -185,7 +188,7 @@ class Game:
         return np.zeros((n, self.num_cells), np.int8)
 
     def legal_moves(self, boards: np.ndarray) -> np.ndarray:
-        return boards[:, : self.cols] == 0 if self.gravity else boards == 0  # gravity: the column's top is free
+        return boards[:, : self.cols] == 0 if self.gravity else boards == 0  # gravity: the top cell is free
 
     def next_state(self, boards: np.ndarray, moves: np.ndarray) -> np.ndarray:
         """Play `moves`; the result is seen by the next player to move, so the board is negated."""
@@ -204,12 +207,15 @@ class Game:
 
     def symmetry(self, boards: np.ndarray, pis: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Symmetry s[i] of board i and, relabelled alike, of its move distribution pi_i."""
-        return np.take_along_axis(boards, self.cell_perms[s], 1), np.take_along_axis(pis, self.action_perms[s], 1)
+        take = np.take_along_axis
+        return take(boards, self.cell_perms[s], 1), take(pis, self.action_perms[s], 1)
 
     def show(self, board: np.ndarray) -> str:
-        """The board with X (first player) and O; free cells (tic-tac-toe) or columns (Connect Four) numbered."""
+        """The board with X (first player) and O; free cells (tic-tac-toe) or columns (Connect Four)
+        numbered."""
         absolute = board if (board != 0).sum() % 2 == 0 else -board  # +1 = X
-        marks = [{1: "X", -1: "O"}.get(v, "." if self.gravity else str(i + 1)) for i, v in enumerate(absolute)]
+        free = lambda i: "." if self.gravity else str(i + 1)
+        marks = [{1: "X", -1: "O"}.get(v, free(i)) for i, v in enumerate(absolute)]
         rows = [" ".join(marks[r * self.cols: (r + 1) * self.cols]) for r in range(self.rows)]
         return "\n".join(rows + ([" ".join(str(c + 1) for c in range(self.cols))] if self.gravity else []))
 
@@ -219,7 +225,7 @@ def make_env(game: str, rows: int, cols: int, win_length: int) -> Game:
 
 
 class Net(nn.Module):
-    """f(s) = (p, v): a residual conv trunk, policy logits over moves (illegal ones masked), a value in [-1, 1]."""
+    """f(s) = (p, v): a residual conv trunk, policy logits over moves (illegal ones masked), v in [-1, 1]."""
 
     def __init__(self, game: Game, channels: int, blocks: int):
         super().__init__()
@@ -227,15 +233,16 @@ class Net(nn.Module):
         conv = lambda inp, out, k: nn.Sequential(nn.Conv2d(inp, out, k, padding=k // 2, bias=False),
                                                  nn.BatchNorm2d(out))
         self.stem = nn.Sequential(conv(2, channels, 3), nn.ReLU())
-        self.blocks = nn.ModuleList(nn.Sequential(conv(channels, channels, 3), nn.ReLU(), conv(channels, channels, 3))
-                                    for _ in range(blocks))
+        block = lambda: nn.Sequential(conv(channels, channels, 3), nn.ReLU(), conv(channels, channels, 3))
+        self.blocks = nn.ModuleList(block() for _ in range(blocks))
         self.policy = nn.Sequential(conv(channels, 2, 1), nn.ReLU(), nn.Flatten(),
                                     nn.Linear(2 * game.num_cells, game.num_actions))
-        self.value = nn.Sequential(conv(channels, 1, 1), nn.ReLU(), nn.Flatten(), nn.Linear(game.num_cells, channels),
-                                   nn.ReLU(), nn.Linear(channels, 1), nn.Tanh())
+        self.value = nn.Sequential(conv(channels, 1, 1), nn.ReLU(), nn.Flatten(),
+                                   nn.Linear(game.num_cells, channels), nn.ReLU(),
+                                   nn.Linear(channels, 1), nn.Tanh())
 
     def forward(self, boards: torch.Tensor, legal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.stack((boards == 1, boards == -1), 1).float().view(-1, 2, *self.shape)  # own, opponent planes
+        x = torch.stack((boards == 1, boards == -1), 1).float().view(-1, 2, *self.shape)  # own, opponent's
         x = self.stem(x)
         for block in self.blocks:
             x = torch.relu(x + block(x))
@@ -282,16 +289,17 @@ def rollout_evaluator(game: Game, rng: np.random.Generator):
 
 
 class Tree:
-    """The search trees of a batch of games as arrays: [g, n] is node n of game g (node 0 the root), and the last
-    axis of an edge array runs over moves. Each simulation adds at most one node: simulations + 1 slots."""
+    """The search trees of a batch of games as arrays: [g, n] is node n of game g (node 0 the root), and the
+    last axis of an edge array runs over moves. Each simulation adds at most one node: simulations + 1
+    slots."""
 
     def __init__(self, game: Game, roots: np.ndarray, simulations: int):
         shape, edges = (len(roots), simulations + 1), (len(roots), simulations + 1, game.num_actions)
         self.board = np.zeros((*shape, game.num_cells), np.int8)
         self.legal = np.zeros(edges, bool)
-        self.N, self.W, self.P = np.zeros(edges, np.float32), np.zeros(edges, np.float32), np.zeros(edges, np.float32)
-        self.child = np.full(edges, -1, np.int64)  # node number of the child, -1 until a simulation creates it
-        self.terminal, self.value = np.zeros(shape, bool), np.zeros(shape, np.float32)  # value: terminal nodes only
+        self.N, self.W, self.P = (np.zeros(edges, np.float32) for _ in range(3))
+        self.child = np.full(edges, -1, np.int64)  # the child's node number, -1 until a simulation creates it
+        self.terminal, self.value = np.zeros(shape, bool), np.zeros(shape, np.float32)  # value if terminal
         self.size = np.ones(len(roots), np.int64)
         self.board[:, 0], self.legal[:, 0] = roots, game.legal_moves(roots)
 
@@ -304,24 +312,25 @@ def puct(N: np.ndarray, W: np.ndarray, P: np.ndarray, legal: np.ndarray, c_puct:
 
 
 def select(tree: Tree, c_puct: float) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """[select] In every tree, follow the PUCT choice from the root until the chosen edge has no node yet or leads
-    to a terminal node. Returns the path (trees, nodes, moves) at each depth, each path's length, its last edge
-    (parent node, move) and the node it ends in (-1 where that edge has no node yet)."""
+    """[select] In every tree, follow the PUCT choice from the root until the chosen edge has no node yet or
+    leads to a terminal node. Returns the path (trees, nodes, moves) at each depth, each path's length, its
+    last edge (parent node, move) and the node it ends in (-1 where that edge has no node yet)."""
     trees = np.arange(len(tree.size))
     node, depth, parent, move, path, active = *(np.zeros_like(trees) for _ in range(4)), [], trees
     while len(active):  # the trees still going down
         n = node[active]
-        a = puct(tree.N[active, n], tree.W[active, n], tree.P[active, n], tree.legal[active, n], c_puct).argmax(1)
+        a = puct(tree.N[active, n], tree.W[active, n], tree.P[active, n], tree.legal[active, n], c_puct)
+        a = a.argmax(1)
         path.append((active, n, a))
         child = tree.child[active, n, a]
         node[active], depth[active], parent[active], move[active] = child, depth[active] + 1, n, a
-        active = active[(child >= 0) & ~tree.terminal[active, child]]  # an existing non-terminal node: go on down
+        active = active[(child >= 0) & ~tree.terminal[active, child]]  # an existing non-terminal node: go on
     return path, depth, parent, move, node
 
 
 def expand(tree: Tree, game: Game, parent: np.ndarray, move: np.ndarray, node: np.ndarray):
-    """[expand] Where a path's last edge has no node yet, add the node it leads to (into `node`): the board after the
-    move, whether the game is over there (and its result), the legal moves."""
+    """[expand] Where a path's last edge has no node yet, add the node it leads to (into `node`): the board
+    after the move, whether the game is over there (and its result), the legal moves."""
     g = np.flatnonzero(node < 0)
     node[g] = tree.size[g]
     tree.size[g] += 1
@@ -335,12 +344,12 @@ def backup(tree: Tree, path: list, depth: np.ndarray, values: np.ndarray):
     """[backup] N(s,a) += 1 and W(s,a) += (-1)^d v on the edge d moves above each leaf, v the leaf's value."""
     for d, (trees, n, a) in enumerate(path):  # the edges d + 1 moves below the roots
         tree.N[trees, n, a] += 1
-        tree.W[trees, n, a] += (-1.0) ** (depth[trees] - d) * values[trees]  # -v for the last edge, +v above it, ...
+        tree.W[trees, n, a] += (-1.0) ** (depth[trees] - d) * values[trees]  # -v on the last edge, +v above
 
 
 def simulate(tree: Tree, game: Game, evaluate_leaves, c_puct: float):
-    """One simulation in every tree at once: select a path, expand its leaf, evaluate the new non-terminal leaves
-    of all trees in one call (a terminal leaf has the game's result, no network call), back the values up."""
+    """One simulation in every tree at once: select a path, expand its leaf, evaluate the new non-terminal
+    leaves of all trees in one call (a terminal leaf has the game's result, no network call), back up."""
     path, depth, parent, move, node = select(tree, c_puct)
     expand(tree, game, parent, move, node)
     trees = np.arange(len(tree.size))
@@ -357,16 +366,16 @@ def search(game: Game, roots: np.ndarray, evaluate_leaves, simulations: int, c_p
     tree = Tree(game, roots, simulations)
     tree.P[:, 0] = evaluate_leaves(roots)[0]
     if noise is not None:
-        gamma = rng.gamma(noise[0], size=tree.P[:, 0].shape) * tree.legal[:, 0]  # Dir(alpha) = normalised Gammas
-        tree.P[:, 0] = (1 - noise[1]) * tree.P[:, 0] + noise[1] * gamma / gamma.sum(1, keepdims=True)  # [noise]
+        gamma = rng.gamma(noise[0], size=tree.P[:, 0].shape) * tree.legal[:, 0]  # [noise] Dir: normed Gammas
+        tree.P[:, 0] = (1 - noise[1]) * tree.P[:, 0] + noise[1] * gamma / gamma.sum(1, keepdims=True)
     for _ in range(simulations):
         simulate(tree, game, evaluate_leaves, c_puct)
     return tree
 
 
-def choose_moves(counts: np.ndarray, explore: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(moves, policy targets): a ~ pi at tau = 1 (pi = N / sum N) where `explore`, else tau -> 0 (the most visited
-    move); the target is pi at tau = 1 either way, as in AlphaZero's published pseudocode."""
+def choose_moves(counts: np.ndarray, explore: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """(moves, policy targets): a ~ pi at tau = 1 (pi = N / sum N) where `explore`, else tau -> 0 (the most
+    visited move); the target is pi at tau = 1 either way, as in AlphaZero's published pseudocode."""
     pi = (counts / counts.sum(1, keepdims=True)).astype(np.float32)  # [pi-mcts] tau = 1
     sampled = (pi.cumsum(1) > rng.random((len(counts), 1)) * pi.sum(1, keepdims=True)).argmax(1)
     return np.where(explore, sampled, counts.argmax(1)), pi  # tau -> 0: the argmax
@@ -397,23 +406,25 @@ def agent_moves(game: Game, net: Net, args: Args, boards: np.ndarray) -> np.ndar
 
 def perfect_moves(game: Game, boards: np.ndarray, rng: np.random.Generator, memo: dict) -> np.ndarray:
     """A uniformly random optimal move per board, by memoised negamax (tic-tac-toe sized boards only)."""
-    return np.array([rng.choice(np.flatnonzero(v == v.max())) for v in (move_values(game, b, memo) for b in boards)])
+    values = (move_values(game, b, memo) for b in boards)
+    return np.array([rng.choice(np.flatnonzero(v == v.max())) for v in values])
 
 
 def move_values(game: Game, board: np.ndarray, memo: dict) -> np.ndarray:
-    """Negamax: the value of each move for the player to move (-inf for illegal ones), perfect play after it."""
+    """Negamax: the value of each move for the player to move (-inf if illegal), perfect play after it."""
     key = board.tobytes()
     if key not in memo:
         moves = np.flatnonzero(game.legal_moves(board[None])[0])
         children = game.next_state(np.repeat(board[None], len(moves), 0), moves)
         done, value = game.terminal_value(children)
         memo[key] = np.full(game.num_actions, -np.inf)
-        memo[key][moves] = [-(v if d else move_values(game, c, memo).max()) for c, d, v in zip(children, done, value)]
+        memo[key][moves] = [-(v if d else move_values(game, c, memo).max())
+                            for c, d, v in zip(children, done, value)]
     return memo[key]
 
 
 def play_games(game: Game, agent, opponent, agent_first: np.ndarray) -> np.ndarray:
-    """Games at once between two move functions (boards -> moves); the agent's results, +1 win 0 draw -1 loss."""
+    """Games at once between two move functions (boards -> moves); the agent's results: +1, 0 or -1."""
     boards, results = game.initial_state(len(agent_first)), np.zeros(len(agent_first))
     agent_turn, active = agent_first.copy(), np.arange(len(agent_first))
     while len(active):
@@ -424,7 +435,7 @@ def play_games(game: Game, agent, opponent, agent_first: np.ndarray) -> np.ndarr
         if len(theirs):
             moves[theirs] = opponent(boards[theirs])
         boards[active] = game.next_state(boards[active], moves[active])
-        done, value = game.terminal_value(boards[active])  # value: for the side to move, the one that did not move
+        done, value = game.terminal_value(boards[active])  # value: for the side to move, who did not move
         results[active] = np.where(agent_turn[active], -value, value)
         agent_turn[active] = ~agent_turn[active]
         active = active[~done]
@@ -453,7 +464,7 @@ def save_checkpoint(path: str, checkpoint: dict):
 
 
 def load_checkpoint(path: str, flag: str) -> dict:
-    """The checkpoint at `path` for --resume, --evaluate or --play; anything else is one line `error: ...`, exit 1."""
+    """The checkpoint at `path` for --resume, --evaluate or --play; anything else: one line `error: ...`."""
     if not os.path.exists(path) or os.path.isdir(path):
         sys.exit(f"error: {flag} {path}: {'is a directory' if os.path.isdir(path) else 'no such file'}")
     try:
@@ -469,7 +480,8 @@ def load_checkpoint(path: str, flag: str) -> dict:
 
 def pack(window: deque, game: Game) -> dict:
     """The replay window's games as three concatenated tensors and the games' lengths (weights_only-safe)."""
-    empty = np.zeros((0, game.num_cells), np.int8), np.zeros((0, game.num_actions), np.float32), np.zeros(0, np.float32)
+    empty = (np.zeros((0, game.num_cells), np.int8), np.zeros((0, game.num_actions), np.float32),
+             np.zeros(0, np.float32))
     boards, pis, zs = (torch.from_numpy(np.concatenate(column)) for column in zip(empty, *window))
     return {"boards": boards, "pis": pis, "zs": zs, "lengths": torch.tensor([len(z) for *_, z in window])}
 
@@ -492,8 +504,8 @@ def load(path: str, flag: str = "--play") -> tuple[Net, Args]:
 
 def evaluate(net: Net | str, opponent: str, games: int, seed: int, args: Args | None = None) -> np.ndarray:
     """The agent's results (+1, 0, -1) in `games` games against 'random', 'mcts' (--rollouts random rollouts
-    per move) or 'minimax' (perfect play), the agent first in the even-numbered games. `net` may be a checkpoint
-    path (it brings its Args); otherwise pass the run's Args."""
+    per move) or 'minimax' (perfect play), the agent first in the even-numbered games. `net` may be a
+    checkpoint path (it brings its Args); otherwise pass the run's Args."""
     if isinstance(net, str):
         net, args = load(net, "--evaluate")
     game, rng = make_env(args.game, args.rows, args.cols, args.win_length), np.random.default_rng(seed)
@@ -501,7 +513,8 @@ def evaluate(net: Net | str, opponent: str, games: int, seed: int, args: Args | 
     memo = {}
     opponents = {
         "random": lambda b: random_moves(game, b, rng),
-        "mcts": lambda b: search(game, b, rollout_evaluator(game, rng), args.rollouts, args.c_puct).N[:, 0].argmax(1),
+        "mcts": lambda b: search(game, b, rollout_evaluator(game, rng), args.rollouts, args.c_puct).N[:, 0]
+        .argmax(1),
         "minimax": lambda b: perfect_moves(game, b, rng, memo),
     }
     agent = lambda boards: agent_moves(game, net, args, boards)
@@ -510,7 +523,8 @@ def evaluate(net: Net | str, opponent: str, games: int, seed: int, args: Args | 
 
 def evaluate_opponents(net: Net, game: Game, args: Args) -> dict:
     """Win, draw and loss rates against each opponent (args.eval_games games each); on tic-tac-toe also the
-    exhaustive check. The same seeds every time: --evaluate of the final checkpoint repeats the final evaluation."""
+    exhaustive check. The same seeds every time: --evaluate of the final checkpoint repeats the final
+    evaluation."""
     perfect_play = args.game == "tictactoe" and args.rows * args.cols <= 9  # negamax is cheap only here
     metrics = {}
     for k, opponent in enumerate(["random", "mcts"] + ["minimax"] * perfect_play):
@@ -519,7 +533,7 @@ def evaluate_opponents(net: Net, game: Game, args: Args) -> dict:
             metrics[f"eval/{opponent}_{outcome}"] = float(rate.mean())
     if perfect_play:
         agent = lambda boards: agent_moves(game, net, args, boards)
-        metrics["eval/exhaustive_losses"] = sum(exhaustive_losses(game, agent, first) for first in (True, False))
+        metrics["eval/exhaustive_losses"] = sum(exhaustive_losses(game, agent, first) for first in (1, 0))
     return metrics
 
 
@@ -545,11 +559,12 @@ def evaluate_checkpoint(path: str, eval_games: int):
 
 
 def play(path: str, human_first: bool):
-    """Play a checkpoint in the terminal: the board is shown, moves are read from stdin, an illegal one is refused."""
+    """Play a checkpoint in the terminal: the board is shown, moves are read from stdin, illegal ones
+    refused."""
     net, args = load(path, "--play")
     game = make_env(args.game, args.rows, args.cols, args.win_length)
     board, human_turn, kind = game.initial_state(), human_first, "column" if game.gravity else "cell"
-    print(f"{args.game}: you play {'X' if human_first else 'O'}; a move is a {kind} from 1 to {game.num_actions}")
+    print(f"{args.game}: you play {'X' if human_first else 'O'}; a move is a {kind}, 1 to {game.num_actions}")
     while True:
         print(game.show(board[0]))
         done, value = game.terminal_value(board)
@@ -587,7 +602,8 @@ def make_run_dir(args: Args) -> str:
 def train(args: Args) -> dict:
     resume_path, resumed = args.resume, load_checkpoint(args.resume, "--resume") if args.resume else None
     if resumed:  # the run's own settings, but for the three that may change
-        args = Args(**resumed["args"] | {k: getattr(args, k) for k in ("cuda", "threads", "checkpoint_every")})
+        kept = ("cuda", "threads", "checkpoint_every")
+        args = Args(**resumed["args"] | {name: getattr(args, name) for name in kept})
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -607,7 +623,7 @@ def train(args: Args) -> dict:
     # replay window of finished games as (boards, pis, zs), and counters; a checkpoint holds all of it
     playing = np.arange(args.num_envs) < args.total_games  # slots with a game in progress
     boards, moves_played = game.initial_state(args.num_envs), np.zeros(args.num_envs, np.int64)
-    played = np.zeros((args.num_envs, game.num_cells, game.num_cells), np.int8)  # history[g, t]: the board at t
+    played = np.zeros((args.num_envs, game.num_cells, game.num_cells), np.int8)  # [g, t]: the board at move t
     targets = np.zeros((args.num_envs, game.num_cells, game.num_actions), np.float32)  # ... and pi at t
     window = deque(maxlen=args.replay_window)
     recent = deque(maxlen=100)  # (length, drawn) of the latest finished games
@@ -638,11 +654,12 @@ def train(args: Args) -> dict:
         save_checkpoint(path, {
             "script": "alphazero", "args": asdict(args) | {"resume": None, "evaluate": None, "play": None},
             "net": net.state_dict(), "optimizer": optimizer.state_dict(), "window": pack(window, game),
-            "playing": torch.from_numpy(playing), "boards": torch.from_numpy(boards), "played": torch.from_numpy(played),
-            "moves_played": torch.from_numpy(moves_played), "targets": torch.from_numpy(targets), "recent": list(recent),
-            "games": games, "started": started, "new_positions": new_positions, "next_update": next_update,
-            "metrics": metrics | charts, "rng": {"numpy_generator": rng.bit_generator.state, "python": random.getstate(),
-                                                  "torch": torch.get_rng_state()}})
+            "recent": list(recent), "games": games, "started": started, "new_positions": new_positions,
+            "next_update": next_update, "metrics": metrics | charts,
+            "rng": {"numpy_generator": rng.bit_generator.state, "python": random.getstate(),
+                    "torch": torch.get_rng_state()}} | {key: torch.from_numpy(array) for key, array in (
+            ("playing", playing), ("boards", boards), ("moves_played", moves_played), ("played", played),
+            ("targets", targets))})
         written.append(games)
 
     def stop_with_error(what: str):
@@ -659,7 +676,7 @@ def train(args: Args) -> dict:
         signals.append(signum)
 
     handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    written, charts, searched, search_time, start_games, wall = [], {}, 0, 0.0, games, time.time()
+    written, charts, searched, search_time, wall = [], {}, 0, 0.0, time.time()
     progress = tqdm(total=args.total_games, initial=games, disable=None, unit="game")
     try:
         while games < args.total_games and not signals:
@@ -671,19 +688,19 @@ def train(args: Args) -> dict:
             played[live, moves_played[live]], targets[live, moves_played[live]] = boards[live], pi
             boards[live], moves_played[live] = game.next_state(boards[live], moves), moves_played[live] + 1
             done, value = game.terminal_value(boards[live])
-            for g, result in zip(live[done], value[done]):  # record the finished game; start a new one in its slot
+            for g, result in zip(live[done], value[done]):  # record the finished game, start a new one there
                 length = int(moves_played[g])
-                z = result * (-1.0) ** (length - np.arange(length))  # [z] the side to move flips with every move
+                z = result * (-1.0) ** (length - np.arange(length))  # [z] the side to move flips every move
                 window.append((played[g, :length].copy(), targets[g, :length].copy(), z.astype(np.float32)))
                 recent.append((length, bool(result == 0)))
                 games, new_positions = games + 1, new_positions + length
-                boards[g], moves_played[g], playing[g] = 0, 0, started < args.total_games  # while the budget lasts
+                boards[g], moves_played[g], playing[g] = 0, 0, started < args.total_games  # budget permitting
                 started += int(playing[g])
             searched += len(live) * args.simulations
             search_time += time.perf_counter() - start
             progress.update(int(done.sum()))
 
-            if games >= next_update or games == args.total_games:  # an iteration: num_envs more finished games
+            if games >= next_update or games == args.total_games:  # an iteration: num_envs finished games
                 next_update += args.num_envs
                 steps = max(1, round(args.replay_ratio * new_positions / args.batch_size))
                 policy_loss, value_loss = update(net, optimizer, window, steps, game, args, rng)
@@ -697,7 +714,7 @@ def train(args: Args) -> dict:
                         stop_with_error(f"{tag} is {charts[tag]}")
                 for tag, scalar in charts.items():
                     writer.add_scalar(tag, scalar, games)
-                progress.set_postfix(SPS=f"{charts['charts/SPS']:.0f}", loss=f"{policy_loss + value_loss:.3f}")
+                progress.set_postfix(SPS=f"{charts['charts/SPS']:.0f}", loss=f"{policy_loss + value_loss:.2}")
             finished = games - int(done.sum())
             if games // args.eval_every > finished // args.eval_every or games == args.total_games:
                 metrics = evaluate_opponents(net, game, args)
@@ -717,8 +734,8 @@ def train(args: Args) -> dict:
         print(f"interrupted at game {games:,}: checkpoint {path}; resume with: {command}")
         sys.exit(128 + signals[0])
 
-    seconds = time.time() - wall
-    print(f"finished {args.total_games:,} self-play games in {time.strftime('%H:%M:%S', time.gmtime(seconds))} "
+    clock = timedelta(seconds=round(time.time() - wall))
+    print(f"finished {args.total_games:,} self-play games in {clock} "
           f"({searched / max(search_time, 1e-9):,.0f} positions searched/s); final evaluation win/draw/loss: "
           f"{evaluation_summary(metrics)}")
     print(f"run folder: {run_dir}   (tensorboard --logdir runs)")

@@ -74,20 +74,20 @@ def speed():
 def timed_train(args):
     """train(args), with the CPU seconds spent in evaluation counted apart from those of training."""
     evaluation = [0.0]
-    log_evaluation = alphazero.log_evaluation
+    evaluate_opponents = alphazero.evaluate_opponents
 
     def timed(*a, **k):
         start = time.process_time()
-        result = log_evaluation(*a, **k)
+        result = evaluate_opponents(*a, **k)
         evaluation[0] += time.process_time() - start
         return result
 
-    alphazero.log_evaluation = timed
+    alphazero.evaluate_opponents = timed
     start = time.process_time()
     try:
         metrics = alphazero.train(args)
     finally:
-        alphazero.log_evaluation = log_evaluation
+        alphazero.evaluate_opponents = evaluate_opponents
     total = time.process_time() - start
     return metrics, total - evaluation[0], evaluation[0]
 
@@ -113,7 +113,7 @@ def tictactoe():
 
 
 def connect4(total_games=10_000, name="alphazero_connect4"):
-    args = alphazero.Args(game="connect4", cuda=False, save_model=True, total_games=total_games,
+    args = alphazero.Args(game="connect4", cuda=False, total_games=total_games,
                           eval_every=total_games // 4, eval_games=200)
     metrics, train_cpu, eval_cpu = timed_train(args)
     accumulator = EventAccumulator(metrics["run_dir"], size_guidance={"scalars": 0})
@@ -121,10 +121,10 @@ def connect4(total_games=10_000, name="alphazero_connect4"):
     curve = {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]
              if tag.startswith("eval/")}
     part = "connect4" if name == "alphazero_connect4" else "connect4-long"
-    result = {"command": f"python benchmarks/alphazero.py --part {part}", "args": vars(args) | {"play": None},
+    result = {"command": f"python benchmarks/alphazero.py --part {part}", "args": vars(args),
               "train_cpu_s": train_cpu, "eval_cpu_s": eval_cpu, "games": metrics["global_step"],
               "final": {k: v for k, v in metrics.items() if k.startswith(("eval/", "charts/"))}, "curve": curve,
-              "model_path": os.path.abspath(metrics["model_path"])}
+              "model_path": os.path.abspath(metrics["checkpoint"])}
     print(json.dumps(result["final"]), f"train CPU {train_cpu:.0f} s, evaluation CPU {eval_cpu:.0f} s", flush=True)
     with open(os.path.join(OUT, f"{name}.json"), "w") as f:
         json.dump(result, f, indent=1)

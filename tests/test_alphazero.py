@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import tyro
-from helpers import REPO, only_run_dir, read_scalars, run_script
+from helpers import REPO, read_scalars, run_script
 
 import alphazero
 from alphazero import Args, Net, Tree, evaluate, exhaustive_losses, make_env, move_values, search, train
@@ -485,11 +485,11 @@ def test_bad_checkpoint_paths_give_one_line_and_no_run_folder(tmp_path):
              "keyless.pt": "not a duet checkpoint", "numpy.pt": "not a duet checkpoint",
              "sac.pt": "a checkpoint of sac.py, not alphazero.py"}
     for path, reason in cases.items():
-        for flag, call in (("--resume", lambda: train(Args(resume=path, cuda=False))),
-                           ("--evaluate", lambda: alphazero.evaluate_checkpoint(path, 2)),
-                           ("--play", lambda: alphazero.play(path, True))):
+        for flag, call in (("--resume", lambda p: train(Args(resume=p, cuda=False))),
+                           ("--evaluate", lambda p: alphazero.evaluate_checkpoint(p, 2)),
+                           ("--play", lambda p: alphazero.play(p, True))):
             with pytest.raises(SystemExit) as stopped:
-                call()
+                call(path)
             message = str(stopped.value.code)
             assert message == f"error: {flag} {path}: {reason}" or (
                 message.startswith(f"error: {flag} {path}: {reason} (") and len(message.splitlines()) == 1), message
@@ -592,6 +592,14 @@ def record_self_play(monkeypatch, **overrides):
     return train(args), args, calls
 
 
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """One recorded run for the wiring tests through train (the spies are undone before the tests run)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path_factory.mktemp("recorded"))
+        return record_self_play(patch)
+
+
 def match_game(game, positions, pis, searches, chooses):
     """The self-play searches that produced a finished game: consecutive searches c, c+1, ... each with a root equal
     to the game's next position whose visit counts, normalised, are the game's policy target there. Returns, per
@@ -610,8 +618,8 @@ def match_game(game, positions, pis, searches, chooses):
     return None
 
 
-def test_wiring_self_play_stores_canonical_boards_visit_count_targets_and_alternating_z(monkeypatch):
-    metrics, args, calls = record_self_play(monkeypatch)
+def test_wiring_self_play_stores_canonical_boards_visit_count_targets_and_alternating_z(recorded):
+    metrics, args, calls = recorded
     game = make_env(args.game, args.rows, args.cols, args.win_length)
     searches = [s for s in calls["search"] if s["phase"] == "self-play"]
     assert len(searches) == len(calls["choose"]) and searches
@@ -642,14 +650,14 @@ def test_wiring_self_play_stores_canonical_boards_visit_count_targets_and_altern
                    for _, pi, _ in final_window)  # visit counts, not one-hot targets
 
 
-def test_wiring_batchnorm_in_eval_mode_for_search_and_train_mode_for_updates(monkeypatch):
-    _, _, calls = record_self_play(monkeypatch)
+def test_wiring_batchnorm_in_eval_mode_for_search_and_train_mode_for_updates(recorded):
+    _, _, calls = recorded
     modes = {phase: {training for p, training in calls["forward"] if p == phase} for phase, _ in calls["forward"]}
     assert modes == {"self-play": {False}, "evaluation": {False}, "update": {True}}
 
 
-def test_wiring_updates_every_num_envs_games_on_the_latest_window(monkeypatch):
-    metrics, args, calls = record_self_play(monkeypatch)
+def test_wiring_updates_every_num_envs_games_on_the_latest_window(recorded):
+    metrics, args, calls = recorded
     seen, previous = [], []
     for call in calls["update"]:
         window = call["window"]
@@ -723,3 +731,35 @@ def test_wiring_update_trains_on_the_permuted_target_and_each_positions_own_z():
     expected_value = ((torch.tensor(zs) - v.detach()) ** 2).mean()
     assert policy_loss == pytest.approx(expected_policy.item(), rel=1e-5)
     assert value_loss == pytest.approx(expected_value.item(), rel=1e-5)
+
+
+def test_wiring_update_takes_one_gradient_step_per_minibatch():
+    """Two minibatches with plain SGD: theta_1 = theta_0 - lr g_1(theta_0), theta_2 = theta_1 - lr g_2(theta_1),
+    each g the gradient of its own minibatch's loss, recomputed here from the boards the network was fed."""
+    game = make_env(*TTT)
+    boards = random_boards(game, 30, seed=4)
+    legal = game.legal_moves(boards)
+    pis = (legal / legal.sum(1, keepdims=True)).astype(np.float32)  # uniform on the legal moves: symmetric
+    z_of = lambda b: np.where((b != 0).sum(-1) % 2 == 0, 1.0, -1.0).astype(np.float32)  # a symmetric value too
+    torch.manual_seed(0)
+    net = Net(game, 8, 1)
+    reference = Net(game, 8, 1)
+    reference.load_state_dict(net.state_dict())
+    fed = []
+    hook = net.register_forward_hook(lambda module, inputs, outputs: fed.append([x.clone() for x in inputs]))
+    alphazero.update(net, torch.optim.SGD(net.parameters(), lr=0.1), [(boards, pis, z_of(boards))], 2, game,
+                     Args(batch_size=16, cuda=False), np.random.default_rng(0))
+    hook.remove()
+    assert len(fed) == 2
+    reference.train()
+    for batch, legal_moves in fed:
+        logits, v = reference(batch, legal_moves)
+        target = legal_moves.float() / legal_moves.sum(1, keepdim=True)
+        loss = -(target * torch.log_softmax(logits, 1)).sum(1).mean() + ((torch.tensor(z_of(batch.numpy())) - v) ** 2
+                                                                         ).mean()
+        gradients = torch.autograd.grad(loss, list(reference.parameters()))
+        with torch.no_grad():
+            for p, g in zip(reference.parameters(), gradients):
+                p -= 0.1 * g
+    for (name, a), b in zip(net.state_dict().items(), reference.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name

@@ -6,8 +6,8 @@ catch every one (the tests are those a developer would run for that piece; -k ke
 
 WIRING = "tests/test_alphazero.py -k wiring"
 NOISE = """    if noise is not None:
-        gamma = rng.gamma(noise[0], size=tree.P[:, 0].shape) * tree.legal[:, 0]  # Dir(alpha) = normalised Gammas
-        tree.P[:, 0] = (1 - noise[1]) * tree.P[:, 0] + noise[1] * gamma / gamma.sum(1, keepdims=True)  # [noise]
+        gamma = rng.gamma(noise[0], size=tree.P[:, 0].shape) * tree.legal[:, 0]  # [noise] Dir: normed Gammas
+        tree.P[:, 0] = (1 - noise[1]) * tree.P[:, 0] + noise[1] * gamma / gamma.sum(1, keepdims=True)
 """
 SEARCH = """    for _ in range(simulations):
         simulate(tree, game, evaluate_leaves, c_puct)
@@ -42,14 +42,18 @@ MUTANTS = [
     ("one minibatch update per iteration", "steps = max(1, round(args.replay_ratio * new_positions / args.batch_size))",
      "steps = 1", WIRING),
     ("value target paired with the wrong position", "F.mse_loss(v, z)", "F.mse_loss(v, z.roll(1))", WIRING),
+    ("gradients accumulate across minibatches", "        optimizer.zero_grad()\n", "",
+     "tests/test_alphazero.py -k one_gradient_step"),
     ("replay window twice as long", "window = deque(maxlen=args.replay_window)",
      "window = deque(maxlen=2 * args.replay_window)", WIRING),
     ("the last games never trained on", "if games >= next_update or games == args.total_games:",
      "if games >= next_update:", WIRING),
     ("Dirichlet noise in the evaluation's search",
      "search(game, boards, net_evaluator(net, game), args.simulations, args.c_puct)",
-     "search(game, boards, net_evaluator(net, game), args.simulations, args.c_puct, (0.3, 0.5), np.random.default_rng())",
+     "search(game, boards, net_evaluator(net, game), args.simulations, args.c_puct, (0.3, 0.5),"
+     " np.random.default_rng())",
      WIRING),
-    ("resume without the random generator's state", '        rng.bit_generator.state = resumed["rng"]["numpy_generator"]\n',
+    ("resume without the random generator's state",
+     '        rng.bit_generator.state = resumed["rng"]["numpy_generator"]\n',
      "", "tests/test_alphazero.py -k exact_resume"),
 ]
