@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import tyro
-from helpers import REPO, only_run_dir, read_scalars, read_tags, run_script
+from helpers import REPO, only_run_dir, read_scalars, read_tags
 from torch.distributions import AffineTransform, Independent, Normal, TanhTransform, TransformedDistribution
 
 import sac
@@ -27,7 +27,6 @@ from sac import (
     Args,
     Critic,
     ReplayBuffer,
-    load_checkpoint,
     polyak_update,
     train,
     update_actor,
@@ -371,8 +370,9 @@ def test_exact_resume_at_an_update_boundary(tmp_path, monkeypatch):
     assert resumed["global_step"] == whole["global_step"] == 40 and resumed["num_updates"] == 28
     for key in ("actor", "critic", "critic_target", "actor_optimizer", "critic_optimizer", "alpha_optimizer",
                 "replay_buffer"):
-        flat = lambda c: [t for t in torch.utils._pytree.tree_leaves(c[key]) if isinstance(t, torch.Tensor)]
-        assert all(torch.equal(a, b) for a, b in zip(flat(resumed), flat(whole), strict=True)), key
+        flat = [[t for t in torch.utils._pytree.tree_leaves(c[key]) if isinstance(t, torch.Tensor)]
+                for c in (resumed, whole)]
+        assert all(torch.equal(a, b) for a, b in zip(*flat, strict=True)), key
     assert torch.equal(resumed["log_alpha"], whole["log_alpha"])
     assert not torch.equal(other["actor"]["mean_layer.weight"], whole["actor"]["mean_layer.weight"])
 
@@ -382,7 +382,7 @@ def test_checkpoint_loads_with_weights_only_and_evaluates(capsys):
     checkpoint = torch.load(metrics["checkpoint"], weights_only=True)
     assert checkpoint["script"] == "sac" and checkpoint["global_step"] == 40 and checkpoint["args"]["seed"] == 1
     assert checkpoint["replay_buffer"]["obs"].shape == (40, 2)  # the filled rows, not the 1M-row buffer
-    assert os.path.getsize(metrics["checkpoint"]) < 2e6  # nor the 1M-row storage behind a view of them
+    assert os.path.getsize(metrics["checkpoint"]) < 5e6  # not the 28 MB storage behind a view of those rows
     assert set(checkpoint["rng"]) >= {"python", "numpy", "torch"} and "action_space_rng" in checkpoint
     assert checkpoint["log_alpha"].exp().item() == pytest.approx(metrics["alpha"])
     returns = sac.evaluate_checkpoint(Args(evaluate=metrics["checkpoint"], eval_episodes=2))
@@ -536,8 +536,8 @@ def test_cli_run_with_headless_video_and_tensorboard():
 def start(*argv: str) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore")
     return subprocess.Popen([sys.executable, os.path.join(REPO, "sac.py"), "--no-cuda", "--env-id", "Pendulum-v1",
-                             "--eval-episodes", "1", "--batch-size", "32", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+                             "--eval-episodes", "1", "--batch-size", "32", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
 
 
 def test_sigint_writes_a_checkpoint_and_exits_130(capsys):

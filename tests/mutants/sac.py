@@ -41,3 +41,5 @@ MUTANTS = [
     ("resume without the replay buffer", "net.load_state_dict(checkpoint[name])",
      "name == \"replay_buffer\" or net.load_state_dict(checkpoint[name])", "tests/test_sac.py -k exact"),
 ]
+MUTANTS.append(("checkpoint saves views of the buffer (its whole storage)", '.to("cpu", copy=True)', ".cpu()",
+                "tests/test_sac.py -k weights_only"))
