@@ -40,6 +40,6 @@ MUTANTS = [
      "tests/test_sac.py -k exact"),
     ("resume without the replay buffer", "net.load_state_dict(checkpoint[name])",
      "name == \"replay_buffer\" or net.load_state_dict(checkpoint[name])", "tests/test_sac.py -k exact"),
+    ("checkpoint saves views of the buffer (its whole storage)", '.to("cpu", copy=True)', ".cpu()",
+     "tests/test_sac.py -k weights_only"),
 ]
-MUTANTS.append(("checkpoint saves views of the buffer (its whole storage)", '.to("cpu", copy=True)', ".cpu()",
-                "tests/test_sac.py -k weights_only"))
