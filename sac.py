@@ -180,6 +180,22 @@ def env_spaces(env_id: str) -> tuple[gym.spaces.Box, gym.spaces.Box]:
     return obs_space, action_space
 
 
+def check_buffer_fits(size: int, obs_space: gym.spaces.Box, action_space: gym.spaces.Box,
+                      device: torch.device):
+    """A replay buffer too big for the free memory (MemAvailable, or the GPU's): one line, exit 1."""
+    nbytes = size * (2 * obs_space.shape[0] + action_space.shape[0] + 2) * 4  # float32 rows
+    if device.type == "cuda":
+        available = torch.cuda.mem_get_info(device)[0]
+    elif os.path.exists("/proc/meminfo"):  # Linux
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
+    else:
+        return
+    if nbytes > available:
+        sys.exit(f"error: a replay buffer of {size:,} transitions needs {nbytes:,} bytes; {available:,} are "
+                 f"available on the {device.type}: lower --buffer-size")
+
+
 class Actor(nn.Module):
     """Squashed Gaussian policy: a 256x256 MLP gives mean and log std of u; a = tanh(u) scaled to bounds."""
 
@@ -442,15 +458,7 @@ def train(args: Args) -> dict:
             args = Args(**checkpoint["args"] | keep | {"resume": args.resume})
         obs_space, action_space = env_spaces(args.env_id)
         device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-        nbytes = args.buffer_size * (2 * obs_space.shape[0] + action_space.shape[0] + 2) * 4  # float32 rows
-        if device.type == "cuda":
-            available = torch.cuda.mem_get_info(device)[0]
-        else:
-            with open("/proc/meminfo") as f:
-                available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
-        if nbytes > available:
-            sys.exit(f"error: a replay buffer of {args.buffer_size:,} transitions needs {nbytes:,} bytes; "
-                     f"{available:,} are available on the {device.type}: lower --buffer-size")
+        check_buffer_fits(args.buffer_size, obs_space, action_space, device)
         random.seed(args.seed)
         np.random.seed(args.seed)
         torch.manual_seed(args.seed)
