@@ -463,6 +463,7 @@ def train(args: Args) -> dict:
         np.random.seed(args.seed)
         torch.manual_seed(args.seed)
         torch.use_deterministic_algorithms(args.torch_deterministic, warn_only=True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS on a GPU needs it
         torch.backends.cudnn.deterministic = args.torch_deterministic
         torch.set_num_threads(args.threads)
         print(f"device: {device}")
