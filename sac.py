@@ -422,7 +422,10 @@ def evaluate_checkpoint(args: Args, env_id: str | None = None) -> np.ndarray:
     checkpoint = load_checkpoint(args.evaluate, "--evaluate")
     env_id = env_id or checkpoint["args"]["env_id"]
     actor = Actor(*env_spaces(env_id))
-    actor.load_state_dict(checkpoint["actor"])
+    try:
+        actor.load_state_dict(checkpoint["actor"])
+    except RuntimeError:  # the shapes differ
+        sys.exit(f"error: --evaluate {args.evaluate}: its actor does not fit {env_id}'s spaces")
     video = os.path.join(os.path.dirname(args.evaluate), "videos-eval") if args.capture_video else None
     returns = evaluate(actor, env_id, args.eval_episodes, checkpoint["args"]["seed"] + 10_000, video)
     print(f"evaluation of {args.evaluate} on {env_id}: mean return {returns.mean():.1f} "

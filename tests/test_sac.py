@@ -391,6 +391,8 @@ def test_checkpoint_loads_with_weights_only_and_evaluates(capsys):
     assert re.fullmatch(r"evaluation of .*checkpoint.pt on SacChain-v0: mean return -?[\d.]+ ± [\d.]+ over 2 "
                         r"episodes", out[-1])
     assert out[-4].startswith("finished 40 steps in 0:00:") and "final evaluation return" in out[-4]
+    with pytest.raises(SystemExit, match="error: --evaluate .*: its actor does not fit Pendulum-v1's spaces"):
+        sac.evaluate_checkpoint(Args(evaluate=metrics["checkpoint"]), "Pendulum-v1")
     assert out[-3] == f"run folder: {metrics['run_dir']}   (tensorboard --logdir runs)"
     assert out[-2] == f"checkpoint: {metrics['checkpoint']}"
 
