@@ -311,21 +311,21 @@ def puct(N: np.ndarray, W: np.ndarray, P: np.ndarray, legal: np.ndarray, c_puct:
     return np.where(legal, U, -np.inf)
 
 
-def select(tree: Tree, c_puct: float) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def select(tree: Tree, c_puct: float) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
     """[select] In every tree, follow the PUCT choice from the root until the chosen edge has no node yet or
-    leads to a terminal node. Returns the path (trees, nodes, moves) at each depth, each path's length, its
-    last edge (parent node, move) and the node it ends in (-1 where that edge has no node yet)."""
+    leads to a terminal node. Returns the path, a list of (trees, nodes, moves) by depth, each path's last
+    edge (parent node, move) and the node the path ends in (-1 where that edge has no node yet)."""
     trees = np.arange(len(tree.size))
-    node, depth, parent, move, path, active = *(np.zeros_like(trees) for _ in range(4)), [], trees
+    node, parent, move, path, active = *(np.zeros_like(trees) for _ in range(3)), [], trees
     while len(active):  # the trees still going down
         n = node[active]
         a = puct(tree.N[active, n], tree.W[active, n], tree.P[active, n], tree.legal[active, n], c_puct)
         a = a.argmax(1)
         path.append((active, n, a))
         child = tree.child[active, n, a]
-        node[active], depth[active], parent[active], move[active] = child, depth[active] + 1, n, a
+        node[active], parent[active], move[active] = child, n, a
         active = active[(child >= 0) & ~tree.terminal[active, child]]  # an existing non-terminal node: go on
-    return path, depth, parent, move, node
+    return path, parent, move, node
 
 
 def expand(tree: Tree, game: Game, parent: np.ndarray, move: np.ndarray, node: np.ndarray):
@@ -340,23 +340,26 @@ def expand(tree: Tree, game: Game, parent: np.ndarray, move: np.ndarray, node: n
     tree.legal[g, node[g]] = game.legal_moves(tree.board[g, node[g]])
 
 
-def backup(tree: Tree, path: list, depth: np.ndarray, values: np.ndarray):
-    """[backup] N(s,a) += 1 and W(s,a) += (-1)^d v on the edge d moves above each leaf, v the leaf's value."""
-    for d, (trees, n, a) in enumerate(path):  # the edges d + 1 moves below the roots
+def backup(tree: Tree, path: list, values: np.ndarray):
+    """[backup] N(s,a) += 1 and W(s,a) += (-1)^d v on each path's edges, from its leaf (value v) up to the
+    root: -v on the last edge (the opponent of the player to move at the leaf chose it), +v above it, ..."""
+    signed = -values
+    for trees, n, a in reversed(path):  # deepest edges first
         tree.N[trees, n, a] += 1
-        tree.W[trees, n, a] += (-1.0) ** (depth[trees] - d) * values[trees]  # -v on the last edge, +v above
+        tree.W[trees, n, a] += signed[trees]
+        signed[trees] *= -1
 
 
 def simulate(tree: Tree, game: Game, evaluate_leaves, c_puct: float):
     """One simulation in every tree at once: select a path, expand its leaf, evaluate the new non-terminal
     leaves of all trees in one call (a terminal leaf has the game's result, no network call), back up."""
-    path, depth, parent, move, node = select(tree, c_puct)
+    path, parent, move, node = select(tree, c_puct)
     expand(tree, game, parent, move, node)
     trees = np.arange(len(tree.size))
     values, new = tree.value[trees, node], ~tree.terminal[trees, node]
     if new.any():  # [expand] p becomes the new node's priors, v its value
         tree.P[trees[new], node[new]], values[new] = evaluate_leaves(tree.board[trees[new], node[new]])
-    backup(tree, path, depth, values)
+    backup(tree, path, values)
 
 
 def search(game: Game, roots: np.ndarray, evaluate_leaves, simulations: int, c_puct: float,

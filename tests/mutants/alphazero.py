@@ -32,8 +32,9 @@ MUTANTS = [
      "return np.where(explore, sampled, counts.argmax(1)), np.eye(pi.shape[1], dtype=pi.dtype)[counts.argmax(1)]",
      WIRING),
     # our own
-    ("backup sign one move off", "(-1.0) ** (depth[trees] - d)", "(-1.0) ** (depth[trees] - d + 1)",
+    ("backup sign one move off", "signed = -values", "signed = values.copy()",
      "tests/test_alphazero.py -k puct"),
+    ("backup sign never alternating", "signed[trees] *= -1", "signed[trees] *= 1", "tests/test_alphazero.py -k puct"),
     ("Dirichlet noise not normalised", "noise[1] * gamma / gamma.sum(1, keepdims=True)", "noise[1] * gamma",
      "tests/test_alphazero.py -k dirichlet"),
     ("N(s) without the expanding visit", "np.sqrt(1 + N.sum(-1, keepdims=True))", "np.sqrt(N.sum(-1, keepdims=True))",
