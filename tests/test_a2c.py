@@ -21,10 +21,11 @@ from gymnasium.wrappers.utils import RunningMeanStd
 from helpers import only_run_dir, read_scalars, run_script
 
 import a2c
-from a2c import (Actor, Args, Critic, compute_gae, env_obs_stats, evaluate, merged_obs_stats, time_limit_rewards,
-                 train)
+from a2c import Actor, Args, Critic, compute_gae, env_obs_stats, evaluate, merged_obs_stats, time_limit_rewards, train
 
 GAMMA = 0.99
+
+
 def random_rollout(T: int = 12, N: int = 5, seed: int = 0):
     """float64 rewards, values, dones (about one step in five ends an episode) and last values."""
     g = torch.Generator().manual_seed(seed)
@@ -357,7 +358,6 @@ def test_evaluate_applies_frozen_observation_statistics():
     assert raw.mean() > 100 and not np.array_equal(with_stats, raw)
 
 
-
 def tiny(**overrides) -> Args:
     """A run of a second or two on CartPole: 3 updates of 8 envs x 5 steps, one evaluation episode."""
     return Args(**{"total_timesteps": 120, "eval_every": 120, "eval_episodes": 1, "cuda": False, **overrides})
@@ -468,7 +468,8 @@ class TupleActions(gym.Env):
 
 def needs_box2d(render_mode=None):
     raise gym.error.DependencyNotInstalled(
-        'Box2D is not installed, you can install it by run `pip install swig` followed by `pip install "gymnasium[box2d]"`')
+        'Box2D is not installed, you can install it by run `pip install swig` followed by '
+        '`pip install "gymnasium[box2d]"`')
 
 
 @pytest.mark.parametrize(("entry_point", "message"), [
@@ -544,6 +545,7 @@ def test_cli_end_to_end_and_tensorboard_events():
 
 
 # ---- long runs: checkpoints, resume, signals, NaN, the end of a run, --evaluate, bad paths (issue 12)
+
 
 def run_main(monkeypatch, *argv: str) -> None:
     """`python a2c.py ARGV` in this process (the main guard included)."""
