@@ -282,6 +282,27 @@ def test_exact_resume_and_one_continuous_curve(chains, monkeypatch):
     assert torch.load(copies[30], weights_only=True)["args"]["checkpoint_every"] == 30
 
 
+def test_checkpoint_flushes_tensorboard_with_it(chains, monkeypatch):
+    """A crash right after a checkpoint keeps the curves up to it: at the next update they are on disk."""
+    checkpoints, on_disk = [], []
+
+    def spy_save_checkpoint(path, args, global_step, *rest):
+        checkpoints.append((os.path.dirname(path), global_step))
+        return save_checkpoint(path, args, global_step, *rest)
+
+    def spy_td_target(*args):
+        if checkpoints and not on_disk:
+            on_disk.append(read_scalars(checkpoints[0][0])["losses/actor_loss"][-1][0])
+        return td_target(*args)
+
+    save_checkpoint = ac.save_checkpoint
+    monkeypatch.setattr(ac, "save_checkpoint", spy_save_checkpoint)
+    monkeypatch.setattr(ac, "td_target", spy_td_target)
+    train(Args(env_id="ChainLong-v0", num_envs=3, total_timesteps=30, checkpoint_every=9, log_every=1,
+               eval_every=30, eval_episodes=1, cuda=False))
+    assert checkpoints[0][1] == 9 and on_disk == [9]
+
+
 def test_checkpoint_loads_back_with_weights_only():
     metrics = train(Args(total_timesteps=2000, eval_every=2000, eval_episodes=3, cuda=False))
     checkpoint = torch.load(metrics["checkpoint"], weights_only=True)
