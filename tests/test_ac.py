@@ -267,6 +267,7 @@ def test_exact_resume_and_one_continuous_curve(chains, monkeypatch):
                 eval_every=30, eval_episodes=1, cuda=False)
     uninterrupted = train(args)
     before, first = read_scalars(uninterrupted["run_dir"]), torch.load(copies[60], weights_only=True)
+    time.sleep(1.01 - time.time() % 1)  # event files sort by their second, then by a per-process count ("10" < "9")
     resumed = train(Args(resume=copies[30], cuda=False, threads=1, checkpoint_every=0))
     assert resumed["run_dir"] == uninterrupted["run_dir"] and resumed["global_step"] == 60
     second = torch.load(resumed["checkpoint"], weights_only=True)
@@ -424,6 +425,7 @@ def test_sigkill_then_resume_then_ctrl_c_then_resume():
     checkpoint = torch.load(path, weights_only=True)
     checkpoint["args"]["total_timesteps"] = second_step + 640  # the last resume: a short way to the budget
     torch.save(checkpoint, path)
+    time.sleep(1.01 - time.time() % 1)  # a later second in the event file's name: read after the others
     metrics = train(Args(resume=path, cuda=False))
     assert metrics["global_step"] == second_step + 640 and metrics["run_dir"] == os.path.dirname(path)
     scalars = read_scalars(metrics["run_dir"])
