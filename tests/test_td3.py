@@ -347,6 +347,7 @@ def test_resume_at_an_update_boundary_is_exact(monkeypatch):
     monkeypatch.setattr(td3, "save_checkpoint", save_and_keep)
     path = train(chain_args(checkpoint_every=8, eval_every=16))["checkpoint"]
     uninterrupted = torch.load(path, weights_only=True)
+    time.sleep(1 - time.time() % 1)  # a later second: TensorBoard reads event files in the order of their names
     resumed_metrics = train(Args(resume=f"{path}.24", cuda=False, checkpoint_every=8))
     resumed = torch.load(path, weights_only=True)
     assert resumed_metrics["global_step"] == 48 and resumed["num_updates"] == uninterrupted["num_updates"] == 40
