@@ -478,6 +478,10 @@ def train(args: Args) -> dict:
         run_dir = os.path.dirname(args.resume) if checkpoint else make_run_dir(args)
         path = os.path.join(run_dir, "checkpoint.pt")
         global_step = checkpoint["global_step"] if checkpoint else 0
+        if checkpoint:  # TensorBoard reads event files in name order, named by the second they were made in
+            names = [f for f in os.listdir(run_dir) if f.startswith("events.out.tfevents.")]
+            while time.time() < max((int(f.split(".")[3]) for f in names), default=0) + 1:
+                time.sleep(0.05)
         # on resume, TensorBoard drops what the interrupted run logged after its checkpoint
         writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint else None)
         if not checkpoint:
