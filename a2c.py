@@ -75,7 +75,7 @@ A2C settings (RMSprop 7e-4, clip 0.5, entropy 0, lambda 1): see each. charts/SPS
     seed: int = 1
     """seed of the experiment, in [0, 2**32 - 1]: the same seed on the same machine gives the same run"""
     torch_deterministic: bool = True
-    """torch.use_deterministic_algorithms(True, warn_only=True) and cudnn.deterministic"""
+    """torch.use_deterministic_algorithms(True, warn_only=True), cudnn.deterministic, deterministic cuBLAS"""
     cuda: bool = True
     """use CUDA when it is available (falls back to the CPU otherwise)"""
     threads: int = 1
@@ -377,6 +377,7 @@ def train(args: Args) -> dict:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(args.torch_deterministic, warn_only=True)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS needs on a GPU
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
