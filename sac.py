@@ -74,7 +74,7 @@ class Args:
     seed: int = 1
     """seed of the experiment, in [0, 2**32 - 1]: the same seed on the same machine gives the same run"""
     torch_deterministic: bool = True
-    """torch.use_deterministic_algorithms(True, warn_only=True) and cudnn.deterministic"""
+    """torch.use_deterministic_algorithms(True, warn_only=True), cudnn.deterministic, deterministic cuBLAS"""
     cuda: bool = True
     """use CUDA when it is available (falls back to the CPU otherwise)"""
     threads: int = 1
