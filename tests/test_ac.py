@@ -127,8 +127,6 @@ def test_continuous_actions_run_and_mujoco_video_is_recorded_headless():
     assert frames == metrics["eval/episodic_return"] + 1 and frames > 2
 
 
-
-
 class Chain(gym.Env):
     """x starts at 0 and moves by the action (Discrete: -1 / +1; Box: the action, which must be in [-1, 1]);
     the reward is the new x; terminated when x reaches `goal`; the observation is (x, steps in this episode)."""
