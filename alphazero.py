@@ -14,14 +14,21 @@ The chapter's equations, and the line that realises each (search for the tag):
     [net]     f_theta(s) = (p, v): residual conv trunk, policy logits (illegal moves masked), tanh value  Net
     [puct]    a = argmax_a Q(s,a) + c_puct P(s,a) sqrt(N(s)) / (1 + N(s,a)),   N(s) = 1 + sum_b N(s,b)
               (the simulation that expanded s counts as its first visit)                         puct
-    [select]  from the root, follow the PUCT choice down to an edge with no node yet, or to a terminal node
-    [expand]  add the node that edge leads to; new non-terminal leaves of ALL games go through one forward
-              pass (p is stored as the node's priors, v is its value); terminal nodes use the game's result
+    [select]  from the root, follow the PUCT choice down to an edge with no node yet, or to a solved node
+    [expand]  add the node that edge leads to; new unsolved leaves of ALL games go through one forward
+              pass (p is stored as the node's priors, v is its value); solved nodes use their result
     [backup]  N(s,a) += 1, W(s,a) += (-1)^d v along the path         (select, expand, backup)  simulate
+    [solve]   proven results, an MCTS-solver (Winands et al. 2008) beside the PUCT rule: a node whose mover
+              can complete a line is won (+1), a terminal node has the game's result; backup proves an edge
+              when its child is solved (result = -child's), and a node when one move wins or all are proven
+              (value = the best result). PUCT chooses only among the allowed moves: the proven wins if any,
+              else those not proven lost. Self-play and the agent choose at the root the same way, so a win
+              in one is always played and taught     Tree.find_wins, allowed, backup, root_visits
     [noise]   P(root, a) <- (1 - eps) P + eps Dir(alpha) over the legal moves, at the root only    search
-    [pi-mcts] pi(a|s) = N(s,a)^(1/tau) / sum_b N(s,b)^(1/tau): moves are drawn at tau = 1 for the first
-              --temperature-moves moves of a game, at tau -> 0 (the most visited move) after; the
-              policy target is pi at tau = 1, as in AlphaZero's published pseudocode          choose_moves
+    [pi-mcts] pi(a|s) = N(s,a)^(1/tau) / sum_b N(s,b)^(1/tau) over the allowed moves ([solve]): moves are
+              drawn at tau = 1 for the first --temperature-moves moves of a game, at tau -> 0 (the most
+              visited move) after; the policy target is pi at tau = 1, as in AlphaZero's published
+              pseudocode                                                                      choose_moves
     [z]       z_t = the final result from the view of the player to move at step t                 train
     [loss]    l = -pi^T log p + (z - v)^2 + c ||theta||^2 on random symmetries of positions from the
               last --replay-window games (Adam's weight_decay adds 2c theta to the gradient)        update
@@ -30,10 +37,10 @@ Self-play runs `--num-envs` games at once; a finished game is replaced by a new 
 started, and every `--num-envs` finished games (and the last games) make one iteration: replay_ratio * (new
 positions) / batch_size minibatch updates. charts/SPS counts searched positions per wall-clock second of
 self-play (training and evaluation not counted): every simulation adds one node, a position, to a tree.
-Evaluation (eval/<opponent>_win|draw|loss) plays the search at --simulations, without noise, taking the most
-visited move, against a random player, pure MCTS with --rollouts random rollouts per move and, on tic-tac-toe,
-a perfect memoised negamax player; eval/exhaustive_losses counts the opponent move sequences that beat the
-agent when the opponent tries every legal reply (the agent moving first and second).
+Evaluation (eval/<opponent>_win|draw|loss) plays the search at --eval-simulations, without noise, taking the
+most visited allowed move, against a random player, pure MCTS (no solver) with --rollouts random rollouts per
+move and, on tic-tac-toe, a perfect memoised negamax player; eval/exhaustive_losses counts the opponent move
+sequences that beat the agent when the opponent tries every legal reply (the agent moving first and second).
 
 Run:  python alphazero.py                                       # tic-tac-toe, about one CPU-minute
       python alphazero.py --game connect4                       # Connect Four (see benchmarks/alphazero.py)
@@ -97,7 +104,11 @@ class Args:
     num_envs: int = 64
     """self-play games played at once; the leaves of all their searches go through one forward pass"""
     simulations: int | None = None
-    """simulations per move, in self-play, evaluation and --play (none: tictactoe 32, connect4 64)"""
+    """simulations per move in self-play, and in evaluation unless set (none: tictactoe 32, connect4 64)"""
+    eval_simulations: int | None = None
+    """the agent's simulations per move in evaluation, --evaluate and --play (none: --simulations)"""
+    solver: bool = True
+    """the search knows proven results: it plays a win in one, never a proven loss (--no-solver: off)"""
     c_puct: float = 1.5
     """c_puct: weight of the exploration term in the PUCT rule"""
     dirichlet_alpha: float | None = None
@@ -151,7 +162,9 @@ class Args:
                    for name in ("temperature_moves", "weight_decay", "checkpoint_every")]
         checks += [("dirichlet_alpha", "positive", self.dirichlet_alpha is None or self.dirichlet_alpha > 0),
                    ("dirichlet_epsilon", "in [0, 1]", 0 <= self.dirichlet_epsilon <= 1),
-                   ("seed", "in [0, 2**32 - 1]", 0 <= self.seed < 2**32)]
+                   ("seed", "in [0, 2**32 - 1]", 0 <= self.seed < 2**32),
+                   ("eval_simulations", "positive", self.eval_simulations is None
+                    or self.eval_simulations > 0)]
         for name, rule, holds in checks:
             if not holds:
                 sys.exit(f"error: --{name.replace('_', '-')} must be {rule}, got {getattr(self, name)}")
@@ -204,6 +217,20 @@ class Game:
         """(done, value for the player to move): -1 when the previous mover has a line, 0 for a full board."""
         lost = (boards[:, self.lines] == -1).all(2).any(1)
         return lost | (boards != 0).all(1), np.where(lost, -1.0, 0.0).astype(np.float32)
+
+    def winning_moves(self, boards: np.ndarray) -> np.ndarray:
+        """Moves that complete a line for the player to move (a mask): a line of k - 1 own stones and one
+        empty cell (sum k - 1: no opponent stone), the cell playable (with gravity: its column's lowest)."""
+        g, line = np.nonzero(boards[:, self.lines].sum(2) == self.lines.shape[1] - 1)
+        cells = self.lines[line]
+        gap = cells[np.arange(len(line)), (boards[g[:, None], cells] == 0).argmax(1)]
+        if self.gravity:  # the cell below is filled, or there is none
+            below = gap + self.cols
+            playable = (below >= self.num_cells) | (boards[g, below % self.num_cells] != 0)
+            g, gap = g[playable], gap[playable]
+        wins = np.zeros((len(boards), self.num_actions), bool)
+        wins[g, gap % self.cols if self.gravity else gap] = True
+        return wins
 
     def symmetry(self, boards: np.ndarray, pis: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Symmetry s[i] of board i and, relabelled alike, of its move distribution pi_i."""
@@ -293,15 +320,34 @@ class Tree:
     last axis of an edge array runs over moves. Each simulation adds at most one node: simulations + 1
     slots."""
 
-    def __init__(self, game: Game, roots: np.ndarray, simulations: int):
+    def __init__(self, game: Game, roots: np.ndarray, simulations: int, solver: bool = True):
         shape, edges = (len(roots), simulations + 1), (len(roots), simulations + 1, game.num_actions)
         self.board = np.zeros((*shape, game.num_cells), np.int8)
         self.legal = np.zeros(edges, bool)
         self.N, self.W, self.P = (np.zeros(edges, np.float32) for _ in range(3))
         self.child = np.full(edges, -1, np.int64)  # the child's node number, -1 until a simulation creates it
-        self.terminal, self.value = np.zeros(shape, bool), np.zeros(shape, np.float32)  # value if terminal
-        self.size = np.ones(len(roots), np.int64)
+        self.terminal, self.value = np.zeros(shape, bool), np.zeros(shape, np.float32)  # value if solved
+        self.solved = np.zeros(shape, bool)  # [solve] the node's result is known: terminal, or proven
+        self.result = np.full(edges, np.nan, np.float32)  # [solve] an edge's proven result for its chooser
+        self.size, self.solver = np.ones(len(roots), np.int64), solver
         self.board[:, 0], self.legal[:, 0] = roots, game.legal_moves(roots)
+        if solver:
+            self.find_wins(game, np.arange(len(roots)), np.zeros(len(roots), np.int64))
+
+    def find_wins(self, game: Game, g: np.ndarray, nodes: np.ndarray):
+        """[solve] Where the player to move can complete a line, those moves are proven wins, and so is the
+        node (new, non-terminal nodes [g, nodes])."""
+        wins = game.winning_moves(self.board[g, nodes])
+        self.result[g, nodes] = np.where(wins, 1, np.nan)
+        won = wins.any(1)
+        self.solved[g[won], nodes[won]], self.value[g[won], nodes[won]] = True, 1.0
+
+
+def allowed(legal: np.ndarray, result: np.ndarray) -> np.ndarray:
+    """[solve] The moves the search may choose: the proven wins if there are any, else the moves not proven
+    lost, else (every move loses) all legal moves."""
+    wins, unlost = legal & (result == 1), legal & ~(result == -1)
+    return np.where(wins.any(-1, keepdims=True), wins, np.where(unlost.any(-1, keepdims=True), unlost, legal))
 
 
 def puct(N: np.ndarray, W: np.ndarray, P: np.ndarray, legal: np.ndarray, c_puct: float) -> np.ndarray:
@@ -319,12 +365,12 @@ def select(tree: Tree, c_puct: float) -> tuple[list, np.ndarray, np.ndarray, np.
     node, parent, move, path, active = *(np.zeros_like(trees) for _ in range(3)), [], trees
     while len(active):  # the trees still going down
         n = node[active]
-        a = puct(tree.N[active, n], tree.W[active, n], tree.P[active, n], tree.legal[active, n], c_puct)
-        a = a.argmax(1)
+        ok = allowed(tree.legal[active, n], tree.result[active, n])
+        a = puct(tree.N[active, n], tree.W[active, n], tree.P[active, n], ok, c_puct).argmax(1)
         path.append((active, n, a))
         child = tree.child[active, n, a]
         node[active], parent[active], move[active] = child, n, a
-        active = active[(child >= 0) & ~tree.terminal[active, child]]  # an existing non-terminal node: go on
+        active = active[(child >= 0) & ~tree.solved[active, child]]  # an existing unsolved node: go on
     return path, parent, move, node
 
 
@@ -337,7 +383,11 @@ def expand(tree: Tree, game: Game, parent: np.ndarray, move: np.ndarray, node: n
     tree.child[g, parent[g], move[g]] = node[g]
     tree.board[g, node[g]] = game.next_state(tree.board[g, parent[g]], move[g])
     tree.terminal[g, node[g]], tree.value[g, node[g]] = game.terminal_value(tree.board[g, node[g]])
+    tree.solved[g, node[g]] = tree.terminal[g, node[g]]
     tree.legal[g, node[g]] = game.legal_moves(tree.board[g, node[g]])
+    if tree.solver:
+        g = g[~tree.terminal[g, node[g]]]
+        tree.find_wins(game, g, node[g])
 
 
 def backup(tree: Tree, path: list, values: np.ndarray):
@@ -348,6 +398,15 @@ def backup(tree: Tree, path: list, values: np.ndarray):
         tree.N[trees, n, a] += 1
         tree.W[trees, n, a] += signed[trees]
         signed[trees] *= -1
+        if not tree.solver:
+            continue
+        # [solve] a solved child proves the edge (its result negated); the node is solved when a move wins
+        # or every legal move is proven: its value is then the best proven result
+        t, n, a = (x[tree.solved[trees, tree.child[trees, n, a]]] for x in (trees, n, a))
+        tree.result[t, n, a] = -tree.value[t, tree.child[t, n, a]]
+        r = np.where(tree.legal[t, n], tree.result[t, n], -np.inf)
+        t, n, r = (x[(r == 1).any(1) | ~np.isnan(r).any(1)] for x in (t, n, r))
+        tree.solved[t, n], tree.value[t, n] = True, np.fmax.reduce(r, 1)
 
 
 def simulate(tree: Tree, game: Game, evaluate_leaves, c_puct: float):
@@ -356,17 +415,19 @@ def simulate(tree: Tree, game: Game, evaluate_leaves, c_puct: float):
     path, parent, move, node = select(tree, c_puct)
     expand(tree, game, parent, move, node)
     trees = np.arange(len(tree.size))
-    values, new = tree.value[trees, node], ~tree.terminal[trees, node]
+    values, new = tree.value[trees, node], ~tree.solved[trees, node]
     if new.any():  # [expand] p becomes the new node's priors, v its value
         tree.P[trees[new], node[new]], values[new] = evaluate_leaves(tree.board[trees[new], node[new]])
     backup(tree, path, values)
 
 
 def search(game: Game, roots: np.ndarray, evaluate_leaves, simulations: int, c_puct: float,
-           noise: tuple[float, float] | None = None, rng: np.random.Generator | None = None) -> Tree:
-    """PUCT search from a batch of non-terminal boards; the root visit counts are tree.N[:, 0].
-    noise = (alpha, epsilon) mixes Dirichlet noise into the root priors (only there)."""
-    tree = Tree(game, roots, simulations)
+           noise: tuple[float, float] | None = None, rng: np.random.Generator | None = None,
+           solver: bool = True) -> Tree:
+    """PUCT search from a batch of non-terminal boards; the root visit counts are tree.N[:, 0], the moves
+    to choose from root_visits(tree). noise = (alpha, epsilon) mixes Dirichlet noise into the root priors
+    (only there); solver: the search knows proven results ([solve])."""
+    tree = Tree(game, roots, simulations, solver)
     tree.P[:, 0] = evaluate_leaves(roots)[0]
     if noise is not None:
         gamma = rng.gamma(noise[0], size=tree.P[:, 0].shape) * tree.legal[:, 0]  # [noise] Dir: normed Gammas
@@ -374,6 +435,14 @@ def search(game: Game, roots: np.ndarray, evaluate_leaves, simulations: int, c_p
     for _ in range(simulations):
         simulate(tree, game, evaluate_leaves, c_puct)
     return tree
+
+
+def root_visits(tree: Tree) -> np.ndarray:
+    """N(root, a) of the moves allowed at the root ([solve]: a proven win, never a proven loss beside another
+    move); uniform over them when none was visited (the last simulation proved every visited move lost)."""
+    ok = allowed(tree.legal[:, 0], tree.result[:, 0])
+    counts = np.where(ok, tree.N[:, 0], 0)
+    return np.where(counts.sum(1, keepdims=True) > 0, counts, ok).astype(np.float32)
 
 
 def choose_moves(counts: np.ndarray, explore: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
@@ -403,8 +472,11 @@ def update(net: Net, optimizer: torch.optim.Optimizer, window: deque, steps: int
 
 
 def agent_moves(game: Game, net: Net, args: Args, boards: np.ndarray) -> np.ndarray:
-    """The agent in evaluation and --play: its search at args.simulations, no noise, the most visited move."""
-    return search(game, boards, net_evaluator(net, game), args.simulations, args.c_puct).N[:, 0].argmax(1)
+    """The agent in evaluation and --play: its search at --eval-simulations (none: --simulations), no noise,
+    the most visited allowed move."""
+    simulations = args.eval_simulations or args.simulations
+    tree = search(game, boards, net_evaluator(net, game), simulations, args.c_puct, solver=args.solver)
+    return root_visits(tree).argmax(1)
 
 
 def perfect_moves(game: Game, boards: np.ndarray, rng: np.random.Generator, memo: dict) -> np.ndarray:
@@ -516,8 +588,8 @@ def evaluate(net: Net | str, opponent: str, games: int, seed: int, args: Args | 
     memo = {}
     opponents = {
         "random": lambda b: random_moves(game, b, rng),
-        "mcts": lambda b: search(game, b, rollout_evaluator(game, rng), args.rollouts, args.c_puct).N[:, 0]
-        .argmax(1),
+        "mcts": lambda b: search(game, b, rollout_evaluator(game, rng), args.rollouts, args.c_puct,
+                                 solver=False).N[:, 0].argmax(1),  # plain MCTS, as in the README's figures
         "minimax": lambda b: perfect_moves(game, b, rng, memo),
     }
     agent = lambda boards: agent_moves(game, net, args, boards)
@@ -547,13 +619,14 @@ def evaluation_summary(metrics: dict) -> str:
     return ", ".join(f"{o} {r}" for o, r in zip(opponents, rates))
 
 
-def evaluate_checkpoint(path: str, eval_games: int):
-    """--evaluate: the checkpoint against each evaluation opponent; one line of win/draw/loss rates each."""
+def evaluate_checkpoint(path: str, eval_games: int, simulations: int | None = None):
+    """--evaluate: the checkpoint against each evaluation opponent; one line of win/draw/loss rates each.
+    simulations: the agent's per move (none: the run's)."""
     net, args = load(path, "--evaluate")
-    args.eval_games = eval_games
+    args.eval_games, args.eval_simulations = eval_games, simulations or args.eval_simulations
     metrics = evaluate_opponents(net, make_env(args.game, args.rows, args.cols, args.win_length), args)
     print(f"evaluation of {path} on {args.game}: {eval_games} games per opponent, half moving first, "
-          f"{args.simulations} simulations per move")
+          f"{args.eval_simulations or args.simulations} simulations per move")
     for opponent in evaluation_summary(metrics).split(", "):
         name, rates = opponent.split()
         print(f"  {name:8s} win/draw/loss {rates}")
@@ -561,10 +634,11 @@ def evaluate_checkpoint(path: str, eval_games: int):
         print(f"  losing lines when the opponent tries every reply: {metrics['eval/exhaustive_losses']}")
 
 
-def play(path: str, human_first: bool):
+def play(path: str, human_first: bool, simulations: int | None = None):
     """Play a checkpoint in the terminal: the board is shown, moves are read from stdin, illegal ones
-    refused."""
+    refused. simulations: the agent's per move (none: the run's evaluation setting)."""
     net, args = load(path, "--play")
+    args.eval_simulations = simulations or args.eval_simulations
     game = make_env(args.game, args.rows, args.cols, args.win_length)
     board, human_turn, kind = game.initial_state(), human_first, "column" if game.gravity else "cell"
     print(f"{args.game}: you play {'X' if human_first else 'O'}; a move is a {kind}, 1 to {game.num_actions}")
@@ -687,8 +761,9 @@ def train(args: Args) -> dict:
             start = time.perf_counter()
             net.eval()
             live = np.flatnonzero(playing)
-            tree = search(game, boards[live], evaluate_leaves, args.simulations, args.c_puct, noise, rng)
-            moves, pi = choose_moves(tree.N[:, 0], moves_played[live] < args.temperature_moves, rng)
+            tree = search(game, boards[live], evaluate_leaves, args.simulations, args.c_puct, noise, rng,
+                          args.solver)
+            moves, pi = choose_moves(root_visits(tree), moves_played[live] < args.temperature_moves, rng)
             played[live, moves_played[live]], targets[live, moves_played[live]] = boards[live], pi
             boards[live], moves_played[live] = game.next_state(boards[live], moves), moves_played[live] + 1
             done, value = game.terminal_value(boards[live])
@@ -750,8 +825,8 @@ def train(args: Args) -> dict:
 if __name__ == "__main__":
     cli_args = tyro.cli(Args)
     if cli_args.evaluate:
-        evaluate_checkpoint(cli_args.evaluate, cli_args.eval_games)
+        evaluate_checkpoint(cli_args.evaluate, cli_args.eval_games, cli_args.eval_simulations)
     elif cli_args.play:
-        play(cli_args.play, cli_args.play_first)
+        play(cli_args.play, cli_args.play_first, cli_args.eval_simulations)
     else:
         train(cli_args)

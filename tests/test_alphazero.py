@@ -1,3 +1,4 @@
+import functools
 import glob
 import inspect
 import io
@@ -168,6 +169,102 @@ def test_value_sign_forced_win_in_two():
     assert tree.W[0, 0, 8] / tree.N[0, 0, 8] > 0.5
 
 
+# ---- the search knows proven results (issue 14): positions from random play, checked by a negamax of our own
+
+
+def negamax(game, board, depth):
+    """Each move's value for the player to move, looking `depth` moves ahead (0 where that runs out; -inf: illegal)."""
+    values = np.full(game.num_actions, -np.inf)
+    for move in np.flatnonzero(game.legal_moves(board[None])[0]):
+        child = game.next_state(board[None], np.array([move]))
+        done, value = game.terminal_value(child)
+        values[move] = -value[0] if done[0] else 0.0 if depth == 1 else -negamax(game, child[0], depth - 1).max()
+    return values
+
+
+@functools.cache
+def positions_with(spec, kind, seed, n=40):
+    """Positions from random play, both colours to move: 'win' where the mover can win at once; 'block' where it
+    cannot, every move but one lets the opponent win at once, and that one does not lose within 4 moves.
+    Returns (boards, the good move(s) mask)."""
+    game, boards, good = make_env(*spec), [], []
+    for board in random_boards(game, 3000, seed):
+        values = negamax(game, board, 2)
+        wins = values == 1
+        if kind == "win" and wins.any() and (np.isfinite(values) & ~wins).any():  # and a move that does not win
+            boards.append(board), good.append(wins)
+        elif kind == "block" and not wins.any() and (values > -1).sum() == 1 < np.isfinite(values).sum():
+            if negamax(game, board, 4)[values > -1][0] > -1:  # and the block does not lose two moves later either
+                boards.append(board), good.append(values > -1)
+        if len(boards) == n:
+            break
+    boards, good = np.array(boards), np.array(good)
+    colours = (boards != 0).sum(1) % 2  # 0: X to move, 1: O to move
+    assert len(boards) == n and 0 < colours.sum() < n, "positions of both colours"
+    return boards, good
+
+
+class Liar(Net):
+    """A misleading network: at the given roots all its prior is on a bad move, elsewhere on the first legal move;
+    its value is `lie` for every position."""
+
+    def __init__(self, game, bad_moves, lie):
+        super().__init__(game, 4, 1)
+        self.bad, self.lie = bad_moves, lie
+
+    def forward(self, boards, legal):
+        favourite = [self.bad.get(b.tobytes(), int(np.flatnonzero(m)[0]))
+                     for b, m in zip(boards.numpy(), legal.numpy())]
+        logits = torch.full(legal.shape, -20.0).masked_fill(~legal, torch.finfo(torch.float32).min)
+        logits[torch.arange(len(boards)), favourite] = 20.0
+        return logits, torch.full((len(boards),), self.lie)
+
+
+@pytest.mark.parametrize("lie", [-1.0, 0.0, 1.0])
+@pytest.mark.parametrize(("spec", "kind"), [(TTT, "win"), (C4, "win"), (TTT, "block"), (C4, "block")])
+def test_agent_plays_a_win_in_one_and_the_only_move_that_does_not_lose_whatever_its_network_says(spec, kind, lie):
+    """The network puts its prior on a move that neither wins nor blocks, and its value lies; the agent (default
+    simulations, no noise) still plays a win in one where there is one, else the only move that does not lose at once;
+    self-play's targets (root noise) then put no weight on any other move."""
+    game, args = make_env(*spec), Args(game=spec[0], cuda=False)
+    boards, good = positions_with(spec, kind, seed=11)
+    bad = {b.tobytes(): int(np.flatnonzero(game.legal_moves(b[None])[0] & ~g)[0]) for b, g in zip(boards, good)}
+    liar = Liar(game, bad, lie).eval()
+    moves = alphazero.agent_moves(game, liar, args, boards)
+    assert good[np.arange(len(boards)), moves].all(), boards[~good[np.arange(len(boards)), moves]]
+    tree = search(game, boards, alphazero.net_evaluator(liar, game), args.simulations, args.c_puct, (1.0, 0.25),
+                  np.random.default_rng(0))
+    targets = alphazero.choose_moves(alphazero.root_visits(tree), np.ones(len(boards), bool), np.random.default_rng(0))
+    assert (targets[1][~good] == 0).all() and good[np.arange(len(boards)), targets[0]].all()
+
+
+@pytest.mark.parametrize("lie", [-1.0, 0.0])
+def test_a_proven_win_two_moves_deep_propagates_to_the_root(lie):
+    """X (0, 5) against O (1, 3): only 8 wins (a fork). Once every reply of O to 8 is seen to lose at once, 8 is a
+    proven win, the root is solved, and every later simulation goes to 8 (the value: -1 everywhere, or 0)."""
+    game = make_env(*TTT)
+    board = play(game, [0, 1, 5, 3])
+    assert negamax(game, board[0], 3)[8] == 1 and (negamax(game, board[0], 3)[[2, 4, 6, 7]] < 1).all()
+    uniform = lambda boards: (neutral(game)(boards)[0], np.full(len(boards), lie, np.float32))
+    tree = search(game, board, uniform, simulations=64, c_puct=1.5)
+    assert tree.result[0, 0, 8] == 1 and tree.solved[0, 0] and tree.value[0, 0] == 1
+    child = tree.child[0, 0, 8]
+    assert tree.solved[0, child] and tree.value[0, child] == -1  # O, to move after 8, has lost
+    assert (tree.result[0, child][tree.legal[0, child]] == -1).all()
+    visits = alphazero.root_visits(tree)[0]
+    assert visits.argmax() == 8 and visits.sum() == visits[8] and tree.N[0, 0, 8] > 32
+    plain = search(game, board, uniform, simulations=64, c_puct=1.5, solver=False)
+    assert np.isnan(plain.result).all() and not plain.solved[0, 0]  # --no-solver: the old search
+
+
+@pytest.mark.parametrize("spec", [TTT, C4])
+def test_winning_moves_match_one_move_lookahead(spec):
+    game = make_env(*spec)
+    boards = random_boards(game, 400, seed=5)
+    expected = np.array([negamax(game, b, 1) == 1 for b in boards])
+    assert np.array_equal(game.winning_moves(boards), expected) and expected.any(1).sum() > 20
+
+
 def test_terminal_nodes_are_valued_without_network_calls():
     game, calls = make_env(*TTT), []
 
@@ -176,10 +273,15 @@ def test_terminal_nodes_are_valued_without_network_calls():
         calls.append(len(boards))
         return neutral(game)(boards)
 
-    tree = search(game, play(game, [0, 3, 1, 4, 8, 2]), counting, simulations=30, c_puct=1.5)  # 3 cells free
+    board = play(game, [0, 3, 1, 4, 8, 2])  # 3 cells free; O threatens 5 (3 4 5) and, after X blocks, 6 (2 4 6)
+    tree = search(game, board, counting, simulations=30, c_puct=1.5, solver=False)
     nodes = tree.size[0]
     assert sum(calls) == 1 + (~tree.terminal[0, 1:nodes]).sum()  # the root, and each new non-terminal node once
     assert tree.terminal[0, 1:nodes].sum() >= 2 and nodes < 31  # few positions: most simulations end in a result
+    calls.clear()  # the solver: each reply lets O win at once, so the root is lost after one network call
+    tree = search(game, board, counting, simulations=30, c_puct=1.5)
+    assert calls == [1] and tree.size[0] == 4 and tree.solved[0, :4].all() and tree.value[0, 0] == -1
+    assert (tree.result[0, 0, [5, 6, 7]] == -1).all() and tree.N[0, 0].sum() == 30
 
 
 def test_dirichlet_noise_only_at_the_root():
@@ -257,7 +359,7 @@ def test_minimax_and_pure_mcts_players():
     against_random = alphazero.play_games(game, perfect, random_player, np.arange(200) % 2 == 0)
     assert (against_random >= 0).all() and (against_random > 0).mean() > 0.7
     c4 = make_env(*C4)
-    mcts = lambda b: search(c4, b, alphazero.rollout_evaluator(c4, rng), 50, 1.5).N[:, 0].argmax(1)
+    mcts = lambda b: search(c4, b, alphazero.rollout_evaluator(c4, rng), 50, 1.5, solver=False).N[:, 0].argmax(1)
     c4_random = lambda b: np.where(c4.legal_moves(b), rng.random((len(b), 7)), -1).argmax(1)
     assert (alphazero.play_games(c4, mcts, c4_random, np.arange(20) % 2 == 0) > 0).mean() >= 0.9
 
@@ -476,6 +578,33 @@ def test_play_in_the_terminal(game, monkeypatch, capsys):
     assert "the agent plays" in out and "no more input" in out
 
 
+def test_eval_simulations_set_the_agents_search_in_evaluate_and_play(monkeypatch, capsys):
+    """--eval-simulations: the agent's simulations per move in evaluation, --evaluate and --play (the opponent's
+    pure MCTS keeps --rollouts, and plain MCTS: no solver); unset, --simulations."""
+    path = train(Args(**TINY | dict(total_games=8, eval_simulations=3)))["checkpoint"]
+    real_search, seen = alphazero.search, []
+
+    def spy(game, roots, evaluate_leaves, simulations, c_puct, noise=None, rng=None, solver=True):
+        seen.append((simulations, solver))
+        return real_search(game, roots, evaluate_leaves, simulations, c_puct, noise, rng, solver)
+
+    monkeypatch.setattr(alphazero, "search", spy)
+    alphazero.evaluate_checkpoint(path, 2, 9)
+    assert {(9, True), (TINY["rollouts"], False)} == set(seen) and "9 simulations per move" in capsys.readouterr().out
+    seen.clear()
+    alphazero.evaluate_checkpoint(path, 2)  # the run's own setting
+    assert {(3, True), (TINY["rollouts"], False)} == set(seen)
+    seen.clear()
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    alphazero.play(path, human_first=False, simulations=5)
+    assert seen == [(5, True)]
+    args = Args(**TINY)
+    game = make_env(args.game, args.rows, args.cols, args.win_length)
+    seen.clear()
+    alphazero.agent_moves(game, alphazero.load(path)[0], args, game.initial_state())
+    assert seen == [(TINY["simulations"], True)]
+
+
 def test_bad_checkpoint_paths_give_one_line_and_no_run_folder(tmp_path):
     open("text.pt", "w").write("not a checkpoint")
     torch.save({"net": 1}, "keyless.pt")
@@ -523,6 +652,7 @@ def test_help_documents_every_argument(monkeypatch, capsys):
 @pytest.mark.parametrize(("argv", "message"), [
     (["--num-envs", "0"], "--num-envs must be positive, got 0"),
     (["--simulations", "0"], "--simulations must be positive"),
+    (["--eval-simulations", "0"], "--eval-simulations must be positive, got 0"),
     (["--total-games", "-5"], "--total-games must be positive"),
     (["--rows", "0"], "--rows must be positive, got 0"),
     (["--cols", "0"], "--cols must be positive, got 0"),
@@ -554,9 +684,11 @@ def record_self_play(monkeypatch, **overrides):
     real_search, real_choose, real_update = alphazero.search, alphazero.choose_moves, alphazero.update
     real_forward, real_evaluate_opponents = Net.forward, alphazero.evaluate_opponents
 
-    def search(game, roots, evaluate_leaves, simulations, c_puct, noise=None, rng=None):
-        tree = real_search(game, roots, evaluate_leaves, simulations, c_puct, noise, rng)
-        calls["search"].append(dict(phase=phase[0], roots=roots.copy(), counts=tree.N[:, 0].copy(), noise=noise))
+    def search(game, roots, evaluate_leaves, simulations, c_puct, noise=None, rng=None, solver=True):
+        tree = real_search(game, roots, evaluate_leaves, simulations, c_puct, noise, rng, solver)
+        counts = alphazero.root_visits(tree)  # the visit counts of the moves the search allows
+        calls["search"].append(dict(phase=phase[0], roots=roots.copy(), counts=counts, visits=tree.N[:, 0].copy(),
+                                    noise=noise, solver=solver))
         return tree
 
     def choose_moves(counts, explore, rng):
@@ -625,7 +757,9 @@ def test_wiring_self_play_stores_canonical_boards_visit_count_targets_and_altern
     assert len(searches) == len(calls["choose"]) and searches
     assert all(s["noise"] == (args.dirichlet_alpha, args.dirichlet_epsilon) for s in searches)
     assert all(s["noise"] is None for s in calls["search"] if s["phase"] == "evaluation")
-    assert all(s["counts"].sum(1).tolist() == [args.simulations] * len(s["counts"]) for s in searches)
+    assert {s["solver"] for s in calls["search"] if s["phase"] == "evaluation"} == {True, False}  # agent, pure MCTS
+    assert all(s["visits"].sum(1).tolist() == [args.simulations] * len(s["counts"]) for s in searches)
+    assert all(s["solver"] and (s["counts"] <= s["visits"]).all() for s in searches)
     final_window = calls["update"][-1]["window"]
     assert len(final_window) == args.replay_window
     won = 0
