@@ -29,10 +29,21 @@ sub-env (its vector version refuses SAME_STEP autoreset); each sub-env keeps run
 final observations in infos are normalised like the others. Evaluation uses those statistics merged over
 the envs (`merged_obs_stats`), frozen; the checkpoint stores them ("obs_rms", and each env's for a resume).
 
+Several processes (torch.distributed, started by torchrun; the lines under `if world > 1`): K copies of
+this script (ranks) each step their own --num-envs envs, seeded apart; all start from rank 0's weights, and
+each update's gradient is averaged over the ranks (one all-reduce) before the clipping and the step: the
+chapter's synchronous A2C with N = K x --num-envs. --total-timesteps counts the steps of all ranks. Rank 0
+alone makes the run folder, writes TensorBoard, evaluates, checkpoints (with every rank's env statistics,
+merged for evaluation) and prints; its last-20 returns are its own envs'. A Ctrl-C or SIGTERM to any rank
+stops all after that update (checkpoint, exit 128 + signal); a NaN stops all (the ranks average their losses);
+a resume needs the same K. Backend: gloo on CPUs, nccl with --cuda (rank r on its machine's GPU LOCAL_RANK).
+Without torchrun: K = 1, one process as before.
+
 Run:  python a2c.py                                                      # CartPole-v1, 100k steps, ~11 CPU s
       python a2c.py --env-id InvertedPendulum-v4                              # Gaussian actions, ~12 CPU s
       python a2c.py --num-envs 32 --async-envs --normalize-obs          # envs in subprocesses, normalised obs
       python a2c.py --evaluate runs/<run>/checkpoint.pt --capture-video       # watch a saved agent
+      torchrun --standalone --nproc-per-node 2 a2c.py --num-envs 4         # 2 processes x 4 envs (N = 8)
       tensorboard --logdir runs
 """
 
@@ -55,6 +66,7 @@ if not os.environ.get("DISPLAY"):  # headless: MuJoCo renders video with EGL, SD
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.distributed  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import tyro  # noqa: E402
 from gymnasium.wrappers.utils import RunningMeanStd  # noqa: E402
@@ -77,7 +89,7 @@ A2C settings (RMSprop 7e-4, clip 0.5, entropy 0, lambda 1): see each. charts/SPS
     torch_deterministic: bool = True
     """torch.use_deterministic_algorithms(True, warn_only=True), cudnn.deterministic, deterministic cuBLAS"""
     cuda: bool = True
-    """use CUDA when it is available (falls back to the CPU otherwise)"""
+    """use CUDA when it is available (falls back to the CPU otherwise); torchrun: rank r on GPU LOCAL_RANK"""
     threads: int = 1
     """torch CPU threads (1 keeps runs side by side from fighting over cores)"""
     capture_video: bool = False
@@ -96,9 +108,10 @@ episodes in progress restart (envs reset, seeded seed + step); all values but --
     env_id: str = "CartPole-v1"
     """the gymnasium environment id (flat Box observations; Discrete or Box actions)"""
     total_timesteps: int = 100_000
-    """environment steps in total, all environments together (rounded down to whole N x T rollouts)"""
+    """environment steps in total, all environments (of all torchrun ranks) together (rounded down to whole \
+N x T rollouts)"""
     num_envs: int = 8
-    """N: environments stepped together"""
+    """N: environments stepped together (under torchrun: by each rank)"""
     gamma: float = 0.99
     """the discount factor gamma"""
     eval_every: int = 20_000
@@ -269,19 +282,44 @@ def merged_obs_stats(stats: list[dict]) -> dict:
     return {"mean": torch.as_tensor(mean), "var": torch.as_tensor(var), "count": float(counts.sum())}
 
 
+def gathered(items: list, world: int) -> list:
+    """torchrun: every rank's `items`, concatenated in rank order (each rank must call it); else `items`."""
+    if world == 1:
+        return items
+    per_rank = [None] * world
+    torch.distributed.all_gather_object(per_rank, items)
+    return [item for rank_items in per_rank for item in rank_items]
+
+
+def broadcast(value, src: int = 0):
+    """torchrun: rank `src`'s `value` on every rank (each rank must call it)."""
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+class NoWriter:
+    """The TensorBoard writer of the ranks other than 0 under torchrun: every call does nothing."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
+
 def running_mean_std(stats: dict) -> RunningMeanStd:
     rms = RunningMeanStd(shape=tuple(stats["mean"].shape), dtype=stats["mean"].numpy().dtype)
     rms.mean, rms.var, rms.count = stats["mean"].numpy().copy(), stats["var"].numpy().copy(), stats["count"]
     return rms
 
 
-def save_checkpoint(path: str, args: Args, global_step: int, update: int, actor: Actor, critic: Critic,
-                    optimizer: torch.optim.Optimizer, obs_stats: list[dict] | None, recent_returns: deque
-                    ) -> bool:
+def save_checkpoint(path: str | None, args: Args, global_step: int, update: int, actor: Actor, critic: Critic,
+                    optimizer: torch.optim.Optimizer, obs_stats: list[dict] | None, recent_returns: deque,
+                    world_size: int = 1) -> bool:
     """Everything a resume needs, written atomically (a .tmp file, then os.replace), so that a crash at any
     moment leaves the last complete one. Writes nothing, and returns False, if a parameter is not finite."""
     if not all(torch.isfinite(p).all() for p in (*actor.parameters(), *critic.parameters())):
         return False
+    if path is None:  # a rank other than 0 under torchrun: rank 0 writes
+        return True
     numpy_state = np.random.get_state()  # as lists and ints, which weights_only loading accepts
     rng = {"python": random.getstate(), "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
            "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available()
@@ -290,7 +328,7 @@ def save_checkpoint(path: str, args: Args, global_step: int, update: int, actor:
                 "actor": actor.state_dict(), "critic": critic.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "obs_rms": merged_obs_stats(obs_stats) if obs_stats else None, "env_obs_rms": obs_stats,
-                "recent_returns": list(recent_returns), "rng": rng}, path + ".tmp")
+                "recent_returns": list(recent_returns), "rng": rng, "world_size": world_size}, path + ".tmp")
     os.replace(path + ".tmp", path)
     return True
 
@@ -369,28 +407,41 @@ def train(args: Args) -> dict:
     if checkpoint:  # every value but these three comes from the checkpoint
         args = replace(Args(**checkpoint["args"]), resume=args.resume, cuda=args.cuda, threads=args.threads,
                        checkpoint_every=args.checkpoint_every)
+    # torchrun starts K copies of this script (ranks), each with its own N envs: the chapter's N is K x N.
+    # Without torchrun K = 1, rank 0, and every `if world > 1` below is skipped.
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if checkpoint and checkpoint.get("world_size", 1) != world:
+        sys.exit(f"error: --resume {args.resume}: the run used {checkpoint.get('world_size', 1)} processes, "
+                 f"this one {world}")
     T, N = args.num_steps, args.num_envs
-    num_updates = args.total_timesteps // (T * N)
+    num_updates = args.total_timesteps // (T * N * world)  # the budget counts the steps of all ranks
     global_step, start_update = (checkpoint["global_step"], checkpoint["update"]) if checkpoint else (0, 0)
     checkpoint_step = global_step
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    seed = args.seed + rank * N  # rank r's envs are seeded as envs rN .. rN + N - 1 of one process would be
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     torch.use_deterministic_algorithms(args.torch_deterministic, warn_only=True)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS needs on a GPU
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    if world > 1:  # gloo on CPUs, nccl on GPUs: rank r on its machine's GPU number LOCAL_RANK
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
     vector_env = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
     envs = vector_env([make_env(args.env_id, normalize_obs=args.normalize_obs, worker=args.async_envs)
                        for _ in range(N)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     check_spaces(envs)  # the last check: the run folder is made only after it
-    if num_updates * T * N != args.total_timesteps and not checkpoint:
-        print(f"note: --total-timesteps {args.total_timesteps:,} rounded to {num_updates * T * N:,} "
-              f"(whole rollouts of {N} envs x {T} steps)")
+    if num_updates * T * N * world != args.total_timesteps and not checkpoint and rank == 0:
+        print(f"note: --total-timesteps {args.total_timesteps:,} rounded to {num_updates * T * N * world:,} "
+              f"(whole rollouts of {world * N} envs x {T} steps)")
     if checkpoint:
         run_dir = os.path.dirname(os.path.abspath(args.resume))
+    elif rank > 0:  # rank 0 makes the run folder and writes in it
+        run_dir = None
     else:
         run_dir = base = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
         for k in range(2, 1000):  # two runs started in the same second never share a folder
@@ -399,9 +450,14 @@ def train(args: Args) -> dict:
                 break
             except FileExistsError:
                 run_dir = f"{base}-{k}"
+    if world > 1:
+        run_dir = broadcast(run_dir)
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    print(f"device: {device}" + (f"; resuming {args.resume} at step {global_step:,}" if checkpoint else ""))
-    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint else None)  # drops later steps
+    if rank == 0:
+        print(f"device: {device}" + (f"; {world} processes" if world > 1 else "")
+              + (f"; resuming {args.resume} at step {global_step:,}" if checkpoint else ""))
+    writer = (SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint else None)  # drops later steps
+              if rank == 0 else NoWriter())
     if not checkpoint:
         table = "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items())
         writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
@@ -409,6 +465,9 @@ def train(args: Args) -> dict:
     obs_dim, action_space = envs.single_observation_space.shape[0], envs.single_action_space
     actor, critic = Actor(obs_dim, action_space).to(device), Critic(obs_dim).to(device)
     params = [*actor.parameters(), *critic.parameters()]
+    if world > 1:  # every rank starts from rank 0's weights
+        for p in params:
+            torch.distributed.broadcast(p.data, src=0)
     optimizer = torch.optim.Adam(params, lr=args.learning_rate)
     recent_returns, eval_return = deque(maxlen=20), float("nan")
     if checkpoint:
@@ -416,9 +475,11 @@ def train(args: Args) -> dict:
         critic.load_state_dict(checkpoint["critic"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         recent_returns.extend(checkpoint["recent_returns"])
-        set_rng_states(checkpoint["rng"])
-        if args.normalize_obs:
-            envs.set_attr("obs_rms", [running_mean_std(stats) for stats in checkpoint["env_obs_rms"]])
+        if rank == 0:  # the checkpoint holds rank 0's random states; the other ranks go on from their seeds
+            set_rng_states(checkpoint["rng"])
+        if args.normalize_obs:  # the checkpoint holds the statistics of every rank's envs, rank 0's first
+            envs.set_attr("obs_rms", [running_mean_std(stats) for stats in checkpoint["env_obs_rms"]
+                                      [rank * N:(rank + 1) * N]])
     as_tensor = lambda x: torch.as_tensor(x, dtype=torch.float32, device=device)
 
     observations = torch.zeros((T, N, obs_dim), device=device)
@@ -426,44 +487,48 @@ def train(args: Args) -> dict:
                           dtype=torch.float32 if actor.continuous else torch.long)
     rewards, dones, values = (torch.zeros((T, N), device=device) for _ in range(3))
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
-    obs = as_tensor(envs.reset(seed=args.seed + global_step)[0])
-    obs_stats = lambda: env_obs_stats(envs.unwrapped) if args.normalize_obs else None
+    obs = as_tensor(envs.reset(seed=seed + global_step)[0])
+    # the statistics of every rank's envs (torchrun: every rank calls it, as it gathers them), rank 0's first
+    obs_stats = lambda: gathered(env_obs_stats(envs.unwrapped), world) if args.normalize_obs else None
     eval_obs_rms = lambda: merged_obs_stats(obs_stats()) if args.normalize_obs else None
-    crossed = lambda every: global_step % every < T * N  # this update's steps crossed a multiple of `every`
-    written, stop_signal = False, []
+    crossed = lambda every: global_step % every < T * N * world  # this update's steps crossed a multiple
+    written, stop_signal, received = False, [], []  # torchrun: a signal is `received` until all ranks agree
 
     def stop(line: str, code: int) -> None:  # close everything, print one line, exit with status `code`
         progress.close()
         writer.close()
         envs.close()
-        print(line, file=sys.stderr if code == 1 else sys.stdout, flush=True)
+        if rank == 0:
+            print(line, file=sys.stderr if code == 1 else sys.stdout, flush=True)
         sys.exit(code)
 
     def checkpoint_or_stop(problem: str | None = None) -> None:  # never overwrite a good checkpoint with NaNs
         nonlocal written
         writer.flush()
-        if problem is None and save_checkpoint(ckpt_path, args, global_step, update, actor, critic, optimizer,
-                                               obs_stats(), recent_returns):
+        stats = obs_stats()  # every rank, then rank 0 writes; the ranks' parameters are the same
+        if problem is None and save_checkpoint(ckpt_path if rank == 0 else None, args, global_step, update,
+                                               actor, critic, optimizer, stats, recent_returns, world):
             written = True
             return
         stop(f"error: {problem or 'a parameter is not finite'} at step {global_step:,}; stopped. "
              + (f"The last good checkpoint: {ckpt_path}" if written else "No checkpoint was written yet."), 1)
 
     def on_signal(signum, frame):  # the first Ctrl-C / SIGTERM stops after this update, a second one at once
-        if stop_signal:
+        if stop_signal and world == 1:  # (torchrun passes its own Ctrl-C on: a second one for each rank)
             os._exit(128 + signum)
-        stop_signal.append(signum)
+        (stop_signal if world == 1 else received).append(signum)
 
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     start_time, eval_seconds, update = time.time(), 0.0, start_update
     sps = lambda: (global_step - checkpoint_step) / (time.time() - start_time - eval_seconds)  # training only
-    progress = tqdm(total=num_updates * T * N, initial=global_step, disable=None, unit="step")
+    progress = tqdm(total=num_updates * T * N * world, initial=global_step, unit="step",
+                    disable=None if rank == 0 else True)
     try:
         for update in range(start_update + 1, num_updates + 1):
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = args.learning_rate * (1 - (update - 1) / num_updates)
             for t in range(T):  # the rollout: T steps of the N envs with the current policy
-                global_step += N
+                global_step += N * world
                 with torch.no_grad():
                     action = actor(obs).sample()
                     values[t] = critic(obs)
@@ -489,13 +554,24 @@ def train(args: Args) -> dict:
             loss = actor_loss + args.vf_coef * value_loss - args.ent_coef * entropy  # [loss]
             optimizer.zero_grad()
             loss.backward()
+            if world > 1:  # torchrun: the gradient averaged over the ranks, as one gradient of all K x N envs
+                grads = torch.cat([p.grad.flatten() for p in params])
+                torch.distributed.all_reduce(grads)
+                for p, grad in zip(params, (grads / world).split([p.numel() for p in params])):
+                    p.grad.copy_(grad.view_as(p))
             grad_norm = nn.utils.clip_grad_norm_(params, args.max_grad_norm)
             optimizer.step()
 
             # read back every update (the rollout waits for the envs at each step anyway): a NaN stops the run
-            losses = dict(zip(("actor_loss", "value_loss", "entropy", "grad_norm"),
-                              torch.stack([actor_loss, value_loss, entropy, grad_norm]).tolist()))
-            progress.update(T * N)
+            logged = torch.stack([actor_loss, value_loss, entropy, grad_norm]).detach()
+            if world > 1:  # torchrun: the ranks' means, and a signal to any rank stops all after this update
+                torch.distributed.all_reduce(logged)
+                logged /= world
+                signum = torch.tensor(received[:1] or [0], device=device)
+                torch.distributed.all_reduce(signum, op=torch.distributed.ReduceOp.MAX)
+                stop_signal[:] = [int(signum)] if signum else []
+            losses = dict(zip(("actor_loss", "value_loss", "entropy", "grad_norm"), logged.tolist()))
+            progress.update(T * N * world)
             bad = next((f"losses/{k} is {v}" for k, v in losses.items() if not math.isfinite(v)), None)
             if update % args.log_every == 0 and not bad:
                 for name, value in losses.items():
@@ -509,30 +585,35 @@ def train(args: Args) -> dict:
                 checkpoint_or_stop(bad)
             if stop_signal:
                 stop(f"interrupted at step {global_step:,}: checkpoint {ckpt_path}; resume with: "
-                     f"python a2c.py --resume {ckpt_path}", 128 + stop_signal[0])
+                     f"{'torchrun (same options)' if world > 1 else 'python'} a2c.py --resume {ckpt_path}",
+                     128 + stop_signal[0])
             if crossed(args.eval_every) and update < num_updates:
-                eval_start = time.time()
-                eval_return = evaluate(actor, args.env_id, args.eval_episodes, args.seed + 10_000,
-                                       obs_rms=eval_obs_rms()).mean()
-                writer.add_scalar("eval/episodic_return", eval_return, global_step)
+                eval_start, eval_rms = time.time(), eval_obs_rms()
+                if rank == 0:  # torchrun: rank 0 evaluates while the others wait for it at the next update
+                    eval_return = evaluate(actor, args.env_id, args.eval_episodes, args.seed + 10_000,
+                                           obs_rms=eval_rms).mean()
+                    writer.add_scalar("eval/episodic_return", eval_return, global_step)
                 eval_seconds += time.time() - eval_start
         progress.close()
         train_seconds, sps_final = time.time() - start_time - eval_seconds, sps()
         checkpoint_or_stop()  # the final checkpoint, before anything optional
-        # the final evaluation, the one recorded with --capture-video
-        eval_return = evaluate(actor, args.env_id, args.eval_episodes, args.seed + 10_000,
-                               f"{run_dir}/videos" if args.capture_video else None, eval_obs_rms()).mean()
-        writer.add_scalar("eval/episodic_return", eval_return, global_step)
+        eval_rms = eval_obs_rms()
+        if rank == 0:  # the final evaluation, the one recorded with --capture-video
+            eval_return = evaluate(actor, args.env_id, args.eval_episodes, args.seed + 10_000,
+                                   f"{run_dir}/videos" if args.capture_video else None, eval_rms).mean()
+            writer.add_scalar("eval/episodic_return", eval_return, global_step)
     finally:
         for s, handler in old_handlers.items():
             signal.signal(s, handler)
     envs.close()
     writer.close()
-
-    print(f"finished {global_step:,} steps in {timedelta(seconds=round(train_seconds))} "
-          f"({sps_final:,.0f} steps/s, evaluations excluded); final evaluation return {eval_return:.1f}")
-    print(f"run folder: {run_dir}   (tensorboard --logdir {os.path.dirname(run_dir)})")
-    print(f"checkpoint: {ckpt_path}")
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    if rank == 0:
+        print(f"finished {global_step:,} steps in {timedelta(seconds=round(train_seconds))} "
+              f"({sps_final:,.0f} steps/s, evaluations excluded); final evaluation return {eval_return:.1f}")
+        print(f"run folder: {run_dir}   (tensorboard --logdir {os.path.dirname(run_dir)})")
+        print(f"checkpoint: {ckpt_path}")
     return {"charts/episodic_return": float(np.mean(recent_returns)) if recent_returns else float("nan"),
             "eval/episodic_return": float(eval_return), "charts/SPS": sps_final, "global_step": global_step,
             "run_dir": run_dir, "checkpoint": ckpt_path}

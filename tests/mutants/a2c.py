@@ -9,6 +9,8 @@ survived, among them the three the issue names; now every one is caught.
 T = "tests/test_a2c.py::test_"
 WIRING = T + "train_wiring_on_a_chain_with_known_ends"
 RESUME = T + "resume_at_an_update_boundary_is_exact"
+D = "tests/test_a2c_distributed.py::test_"
+RANKS = D + "ranks_average_their_gradients_and_end_with_the_same_weights"
 
 MUTANTS = [
     # the three the issue names: caught only by learning tests, or by none, before
@@ -64,4 +66,21 @@ MUTANTS = [
     ("two runs in the same second share a folder", "os.makedirs(run_dir)", "os.makedirs(run_dir, exist_ok=True)",
      T + "budget_rounding_is_said_and_run_folders_are_unique"),
     ("--seed -1 accepted", "0 <= self.seed <= 2**32 - 1", "True", T + "bad_arguments_exit_with_one_line"),
+    # torchrun (issue 15): tests/test_a2c_distributed.py, 2 ranks
+    ("torchrun: gradients not all-reduced", "torch.distributed.all_reduce(grads)", "None", RANKS),
+    ("torchrun: gradients summed, not averaged", "(grads / world).split", "grads.split", RANKS),
+    ("torchrun: ranks seeded alike", "seed = args.seed + rank * N", "seed = args.seed", RANKS),
+    ("torchrun: budget counted per rank", "args.total_timesteps // (T * N * world)", "args.total_timesteps // (T * N)",
+     RANKS),
+    ("torchrun: steps of one rank counted", "global_step += N * world", "global_step += N", RANKS),
+    ("torchrun: ranks start from their own weights", "torch.distributed.broadcast(p.data, src=0)", "p.data", RANKS),
+    ("torchrun: every rank makes a run folder", "elif rank > 0:", "elif False:", RANKS),
+    ("torchrun: every rank writes TensorBoard", "if rank == 0 else NoWriter()", "if True else NoWriter()",
+     D + "torchrun_end_to_end"),
+    ("torchrun: observation statistics of rank 0 only", "gathered(env_obs_stats(envs.unwrapped), world)",
+     "env_obs_stats(envs.unwrapped)", D + "torchrun_end_to_end"),
+    ("torchrun: a signal stops only the rank that got it", "stop_signal[:] = [int(signum)] if signum else []",
+     "stop_signal[:] = received[:1]", D + "sigterm_to_one_rank_stops_both_then_resume_on_2_ranks"),
+    ("torchrun: a resume on another number of ranks accepted", 'checkpoint.get("world_size", 1) != world', "False",
+     D + "sigterm_to_one_rank_stops_both_then_resume_on_2_ranks"),
 ]
