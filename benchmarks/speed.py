@@ -366,10 +366,11 @@ def sps(out: str, quick: bool):
         os.chdir(cwd)
         shutil.rmtree(tmp, ignore_errors=True)
     notes = {"sps": "the scripts' own metrics['charts/SPS'], wall clock, CPU, one torch thread. regulator_1d, ac, "
-             "a2c: env steps / training seconds since the start; ddpg, td3, sac: learning-phase env steps / training "
-             "seconds since learning started; every script leaves evaluation time out. alphazero: searched positions per "
-             "second of self-play (updates and evaluation excluded); self_play_games_per_s = sps / (simulations x "
-             "mean game length)", "quick": quick, "load_average_at_start": os.getloadavg(), "torch": torch.__version__}
+             "a2c: env steps / training seconds since the start; ddpg, td3, sac: learning-phase env steps / "
+             "training seconds since learning started; every script leaves evaluation time out. alphazero: "
+             "searched positions per second of self-play (updates and evaluation excluded); "
+             "self_play_games_per_s = sps / (simulations x mean game length)",
+             "quick": quick, "load_average_at_start": os.getloadavg(), "torch": torch.__version__}
     notes |= machine()
     with open(os.path.join(out, "speed_sps.json"), "w") as f:
         json.dump({"notes": notes, "rows": rows}, f, indent=1)
