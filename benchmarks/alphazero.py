@@ -6,13 +6,15 @@
     python benchmarks/alphazero.py --part connect4     # the 30 CPU-minute Connect Four run and its evaluation,
     python benchmarks/alphazero.py --part strength     #   which ends with this: its agent against stronger MCTS
     python benchmarks/alphazero.py --part connect4-long  # the long run: 30,000 games (~70 CPU-min), then the same
+    python benchmarks/alphazero.py --part solver       # the search with and without proven results (~10 CPU-min)
 
 Outputs in benchmarks/results/: alphazero_speed.json, alphazero_tictactoe.json, alphazero_connect4.json and
 alphazero_connect4.png (win rates against random and pure MCTS with 100 rollouts, by self-play games); the long
-run writes alphazero_connect4_long.json and .png.
+run writes alphazero_connect4_long.json and .png; the solver part alphazero_solver.json.
 """
 
 import argparse
+import concurrent.futures
 import json
 import os
 import sys
@@ -159,15 +161,66 @@ def strength(name="alphazero_connect4"):
         json.dump(result, f, indent=1)
 
 
+def solver_speed(repeats=8):
+    """Searched positions (simulations) per CPU-second with and without --solver, interleaved on the same 64 roots
+    per game and the same untrained network; --no-solver is the search before the solver, tree for tree."""
+    rows = []
+    for name in ("tictactoe", "connect4"):
+        args = alphazero.Args(game=name, cuda=False)
+        game = alphazero.make_env(name, args.rows, args.cols, args.win_length)
+        torch.manual_seed(0)
+        evaluate_leaves = alphazero.net_evaluator(alphazero.Net(game, args.channels, args.blocks).eval(), game)
+        roots, cpu = positions(game, 64, seed=0), {True: 0.0, False: 0.0}
+        for _ in range(repeats):
+            for solver in (False, True):
+                start = time.process_time()
+                alphazero.search(game, roots, evaluate_leaves, args.simulations, args.c_puct, solver=solver)
+                cpu[solver] += time.process_time() - start
+        searched = repeats * len(roots) * args.simulations
+        rows.append({"game": name, "simulations": args.simulations, "roots": len(roots),
+                     "no_solver_positions_per_cpu_s": searched / cpu[False],
+                     "solver_positions_per_cpu_s": searched / cpu[True], "ratio": cpu[False] / cpu[True]})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def solver_strength(solver, total_games=1_280):
+    """A short Connect Four run (seed 1) with or without --solver; its agent then against random and pure MCTS with
+    100 and 1,000 rollouts, 100 games each (agent first in half), results per colour."""
+    torch.set_num_threads(1)
+    args = alphazero.Args(game="connect4", cuda=False, total_games=total_games, solver=solver, eval_every=total_games,
+                          eval_games=2, exp_name=f"solver_{solver}")
+    metrics, train_cpu, _ = timed_train(args)
+    net, args = alphazero.load(metrics["checkpoint"])
+    row = {"solver": solver, "games": metrics["global_step"], "train_cpu_s": train_cpu}
+    for opponent, rollouts in (("random", 100), ("mcts", 100), ("mcts", 1000)):
+        args.rollouts = rollouts
+        results = alphazero.evaluate(net, opponent, 100, seed=123, args=args)
+        for side, r in (("first", results[0::2]), ("second", results[1::2])):
+            row[f"{opponent}{rollouts if opponent == 'mcts' else ''}_{side}"] = {
+                "win": float(np.mean(r > 0)), "draw": float(np.mean(r == 0)), "loss": float(np.mean(r < 0))}
+    print(row, flush=True)
+    return row
+
+
+def solver():
+    result = {"command": "python benchmarks/alphazero.py --part solver", "speed": solver_speed()}
+    with concurrent.futures.ProcessPoolExecutor(2) as pool:  # the two runs side by side, one thread each
+        result["strength"] = list(pool.map(solver_strength, (True, False)))
+    with open(os.path.join(OUT, "alphazero_solver.json"), "w") as f:
+        json.dump(result, f, indent=1)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("speed", "tictactoe", "connect4", "strength", "connect4-long", "all"),
+    parser.add_argument("--part", choices=("speed", "tictactoe", "connect4", "strength", "connect4-long", "solver",
+                                           "all"),
                         default="all")
     part = parser.parse_args().part
     torch.set_num_threads(1)
     os.makedirs(OUT, exist_ok=True)
     parts = (("speed", speed), ("tictactoe", tictactoe), ("connect4", connect4), ("strength", strength),
-             ("connect4-long", lambda: connect4(30_000, "alphazero_connect4_long")))
+             ("connect4-long", lambda: connect4(30_000, "alphazero_connect4_long")), ("solver", solver))
     for name, run in parts:
-        if part == name or (part == "all" and name not in ("strength", "connect4-long")):  # connect4 ends with strength
+        if part == name or (part == "all" and name not in ("strength", "connect4-long", "solver")):  # connect4 ends
             run()
