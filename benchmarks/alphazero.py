@@ -6,7 +6,7 @@
     python benchmarks/alphazero.py --part connect4     # the 30 CPU-minute Connect Four run and its evaluation,
     python benchmarks/alphazero.py --part strength     #   which ends with this: its agent against stronger MCTS
     python benchmarks/alphazero.py --part connect4-long  # the long run: 30,000 games (~70 CPU-min), then the same
-    python benchmarks/alphazero.py --part solver       # the search with and without proven results (~10 CPU-min)
+    python benchmarks/alphazero.py --part solver       # the search with and without proven results (~20 CPU-min)
 
 Outputs in benchmarks/results/: alphazero_speed.json, alphazero_tictactoe.json, alphazero_connect4.json and
 alphazero_connect4.png (win rates against random and pure MCTS with 100 rollouts, by self-play games); the long
@@ -186,7 +186,8 @@ def solver_speed(repeats=8):
 
 def solver_strength(solver, total_games=1_280):
     """A short Connect Four run (seed 1) with or without --solver; its agent then against random and pure MCTS with
-    100 and 1,000 rollouts, 100 games each (agent first in half), results per colour."""
+    100 and 1,000 rollouts, 100 games each (agent first in half), results per colour. The solver's games are longer
+    (more positions per game), so the run without it also gets 1,600 games: about the solver run's CPU time."""
     torch.set_num_threads(1)
     args = alphazero.Args(game="connect4", cuda=False, total_games=total_games, solver=solver, eval_every=total_games,
                           eval_games=2, exp_name=f"solver_{solver}")
@@ -206,7 +207,7 @@ def solver_strength(solver, total_games=1_280):
 def solver():
     result = {"command": "python benchmarks/alphazero.py --part solver", "speed": solver_speed()}
     with concurrent.futures.ProcessPoolExecutor(2) as pool:  # the two runs side by side, one thread each
-        result["strength"] = list(pool.map(solver_strength, (True, False)))
+        result["strength"] = list(pool.map(solver_strength, (True, False, False), (1_280, 1_280, 1_600)))
     with open(os.path.join(OUT, "alphazero_solver.json"), "w") as f:
         json.dump(result, f, indent=1)
 
