@@ -603,6 +603,8 @@ def test_eval_simulations_set_the_agents_search_in_evaluate_and_play(monkeypatch
     seen.clear()
     alphazero.agent_moves(game, alphazero.load(path)[0], args, game.initial_state())
     assert seen == [(TINY["simulations"], True)]
+    result = run_script("alphazero.py", "--evaluate", path, "--eval-simulations", "7", "--eval-games", "2")
+    assert result.returncode == 0 and "7 simulations per move" in result.stdout, result.stderr  # the command line
 
 
 def test_bad_checkpoint_paths_give_one_line_and_no_run_folder(tmp_path):

@@ -89,6 +89,9 @@ MUTANTS = [
     ("--eval-simulations ignored by --evaluate",
      "args.eval_simulations = eval_games, simulations or args.eval_simulations",
      "args.eval_simulations = eval_games, args.eval_simulations", "tests/test_alphazero.py -k eval_simulations"),
+    ("--eval-simulations not passed on by the command line",
+     "evaluate_checkpoint(cli_args.evaluate, cli_args.eval_games, cli_args.eval_simulations)",
+     "evaluate_checkpoint(cli_args.evaluate, cli_args.eval_games)", "tests/test_alphazero.py -k eval_simulations"),
     ("--eval-simulations ignored by --play", "    args.eval_simulations = simulations or args.eval_simulations\n", "",
      "tests/test_alphazero.py -k eval_simulations"),
 ]
