@@ -42,11 +42,23 @@ most visited allowed move, against a random player, pure MCTS (no solver) with -
 move and, on tic-tac-toe, a perfect memoised negamax player; eval/exhaustive_losses counts the opponent move
 sequences that beat the agent when the opponent tries every legal reply (the agent moving first and second).
 
+Several processes (torch.distributed, started by torchrun; the lines under `if world > 1`): K copies of this
+script (ranks) each play their own --num-envs games, seeded apart, into their own replay window, and split
+--total-games between them (exact: rank r plays total // K, one more if r < total % K). After every move the
+ranks add up their finished games, positions and searches, so they share the game count that makes
+iterations, evaluations and checkpoints, and run the same number of minibatch steps: each draws its own
+minibatch from its own window and the gradients are averaged (one all-reduce) before the step. All start from
+rank 0's weights and take its BatchNorm statistics after each iteration, so the networks stay the same.
+Rank 0 alone makes the run folder, writes TensorBoard, evaluates, checkpoints (every rank's self-play state)
+and prints; a signal to any rank stops all after that move; a resume needs the same K. Backend: gloo on CPUs,
+nccl with --cuda (rank r on GPU LOCAL_RANK). Without torchrun: K = 1, one process as before.
+
 Run:  python alphazero.py                                       # tic-tac-toe, about one CPU-minute
       python alphazero.py --game connect4                       # Connect Four (see benchmarks/alphazero.py)
       python alphazero.py --resume runs/<run>/checkpoint.pt     # continue a run that was stopped
       python alphazero.py --evaluate runs/<run>/checkpoint.pt   # its win/draw/loss against each opponent
       python alphazero.py --play runs/<run>/checkpoint.pt       # play it in the terminal
+      torchrun --standalone --nproc-per-node 2 alphazero.py    # 2 processes, each --num-envs games
       tensorboard --logdir runs
 """
 
@@ -63,6 +75,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.distributed
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
@@ -88,7 +101,7 @@ class Args:
     torch_deterministic: bool = True
     """torch.use_deterministic_algorithms(True, warn_only=True), cudnn.deterministic, deterministic cuBLAS"""
     cuda: bool = True
-    """use CUDA when it is available (falls back to the CPU otherwise)"""
+    """use CUDA when it is available (falls back to the CPU otherwise); torchrun: rank r on GPU LOCAL_RANK"""
     threads: int = 1
     """torch CPU threads (1 keeps runs side by side from fighting over cores)"""
     game: Literal["tictactoe", "connect4"] = "tictactoe"
@@ -100,9 +113,9 @@ class Args:
     win_length: int | None = None
     """stones in a row that win (none: the game's, 3 or 4)"""
     total_games: int | None = None
-    """the training budget in self-play games, exact (none: tictactoe 3072, connect4 10000)"""
+    """self-play games in all (of all torchrun ranks), exact (none: tictactoe 3072, connect4 10000)"""
     num_envs: int = 64
-    """self-play games played at once; the leaves of all their searches go through one forward pass"""
+    """self-play games played at once (by each torchrun rank); their leaves go through one forward pass"""
     simulations: int | None = None
     """simulations per move in self-play, and in evaluation unless set (none: tictactoe 32, connect4 64)"""
     eval_simulations: int | None = None
@@ -454,8 +467,9 @@ def choose_moves(counts: np.ndarray, explore: np.ndarray, rng: np.random.Generat
 
 
 def update(net: Net, optimizer: torch.optim.Optimizer, window: deque, steps: int, game: Game, args: Args,
-           rng: np.random.Generator) -> tuple[float, float]:
-    """`steps` minibatch updates of the loss on random symmetries of positions from the replay window."""
+           rng: np.random.Generator, world: int = 1) -> tuple[float, float]:
+    """`steps` minibatch updates of the loss on random symmetries of positions from the replay window.
+    torchrun (world > 1): every rank calls it with the same `steps`; it returns the ranks' mean losses."""
     boards, pis, zs = (np.concatenate(column) for column in zip(*window))
     device = next(net.parameters()).device
     net.train()
@@ -467,8 +481,20 @@ def update(net: Net, optimizer: torch.optim.Optimizer, window: deque, steps: int
         policy_loss, value_loss = F.cross_entropy(logits, pi), F.mse_loss(v, z)  # [loss]
         optimizer.zero_grad()
         (policy_loss + value_loss).backward()
+        if world > 1:  # torchrun: the gradient averaged over the ranks, one gradient of all their minibatches
+            params = list(net.parameters())
+            grads = torch.cat([p.grad.flatten() for p in params])
+            torch.distributed.all_reduce(grads)
+            for p, grad in zip(params, (grads / world).split([p.numel() for p in params])):
+                p.grad.copy_(grad.view_as(p))
         optimizer.step()
-    return policy_loss.item(), value_loss.item()
+    losses = torch.stack([policy_loss, value_loss]).detach()
+    if world > 1:  # torchrun: rank 0's BatchNorm statistics on every rank (as DDP does), the mean losses
+        for buffer in net.buffers():
+            torch.distributed.broadcast(buffer, src=0)
+        torch.distributed.all_reduce(losses)
+        losses /= world
+    return tuple(losses.tolist())
 
 
 def agent_moves(game: Game, net: Net, args: Args, boards: np.ndarray) -> np.ndarray:
@@ -676,30 +702,54 @@ def make_run_dir(args: Args) -> str:
     sys.exit(f"error: could not make a run folder {base}-<k>")
 
 
+class NoWriter:
+    """The TensorBoard writer of the ranks other than 0 under torchrun: every call does nothing."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
+
 def train(args: Args) -> dict:
     resume_path, resumed = args.resume, load_checkpoint(args.resume, "--resume") if args.resume else None
     if resumed:  # the run's own settings, but for the three that may change
         kept = ("cuda", "threads", "checkpoint_every")
         args = Args(**resumed["args"] | {name: getattr(args, name) for name in kept})
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    # torchrun starts K copies of this script (ranks); without it K = 1, rank 0, and `if world > 1` is skipped
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if resumed and resumed.get("world_size", 1) != world:
+        sys.exit(f"error: --resume {resume_path}: the run used {resumed.get('world_size', 1)} processes, "
+                 f"this one {world}")
+    if args.total_games < world:
+        sys.exit(f"error: --total-games must be at least {world} (the processes), got {args.total_games}")
+    share = args.total_games // world + (rank < args.total_games % world)  # this rank's games of the budget
+    seed = (args.seed + rank) % 2**32  # each rank plays its own games
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     torch.use_deterministic_algorithms(args.torch_deterministic, warn_only=True)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS needs on a GPU
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-    print(f"device: {device}")
+    if world > 1:  # gloo on CPUs, nccl on GPUs: rank r on its machine's GPU number LOCAL_RANK
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if rank == 0:
+        print(f"device: {device}" + (f"; {world} processes" if world > 1 else ""))
 
     game = make_env(args.game, args.rows, args.cols, args.win_length)
     net = Net(game, args.channels, args.blocks).to(device)
+    if world > 1:  # every rank starts from rank 0's weights
+        for tensor in net.state_dict().values():
+            torch.distributed.broadcast(tensor, src=0)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    rng, evaluate_leaves = np.random.default_rng(args.seed), net_evaluator(net, game)
+    rng, evaluate_leaves = np.random.default_rng(seed), net_evaluator(net, game)
     noise = (args.dirichlet_alpha, args.dirichlet_epsilon) if args.dirichlet_epsilon > 0 else None
 
     # the self-play state: games in progress (board, moves played, the (board, pi) history of each slot), the
     # replay window of finished games as (boards, pis, zs), and counters; a checkpoint holds all of it
-    playing = np.arange(args.num_envs) < args.total_games  # slots with a game in progress
+    playing = np.arange(args.num_envs) < share  # slots with a game in progress
     boards, moves_played = game.initial_state(args.num_envs), np.zeros(args.num_envs, np.int64)
     played = np.zeros((args.num_envs, game.num_cells, game.num_cells), np.int8)  # [g, t]: the board at move t
     targets = np.zeros((args.num_envs, game.num_cells, game.num_actions), np.float32)  # ... and pi at t
@@ -709,18 +759,24 @@ def train(args: Args) -> dict:
     if resumed:
         net.load_state_dict(resumed["net"])
         optimizer.load_state_dict(resumed["optimizer"])
-        playing, boards, moves_played, played, targets = (resumed[k].numpy().copy() for k in (
+        games, new_positions, next_update, metrics = (resumed[k] for k in (
+            "games", "new_positions", "next_update", "metrics"))
+        own = resumed if rank == 0 else resumed["ranks"][rank - 1]  # torchrun: this rank's self-play state
+        playing, boards, moves_played, played, targets = (own[k].numpy().copy() for k in (
             "playing", "boards", "moves_played", "played", "targets"))
-        window, recent = unpack(resumed["window"], args.replay_window), deque(resumed["recent"], maxlen=100)
-        games, started, new_positions, next_update = (resumed[k] for k in (
-            "games", "started", "new_positions", "next_update"))
-        metrics = resumed["metrics"]
-        rng.bit_generator.state = resumed["rng"]["numpy_generator"]
-        random.setstate(resumed["rng"]["python"])
-        torch.set_rng_state(resumed["rng"]["torch"])
-    run_dir = (os.path.dirname(resume_path) or ".") if resumed else make_run_dir(args)
+        window, recent = unpack(own["window"], args.replay_window), deque(own["recent"], maxlen=100)
+        started = own["started"]
+        rng.bit_generator.state = own["rng"]["numpy_generator"]
+        random.setstate(own["rng"]["python"])
+        torch.set_rng_state(own["rng"]["torch"])
+    run_dir = (os.path.dirname(resume_path) or ".") if resumed else make_run_dir(args) if rank == 0 else None
+    if world > 1:  # rank 0's run folder
+        box = [run_dir]
+        torch.distributed.broadcast_object_list(box, src=0)
+        run_dir = box[0]
     path = os.path.join(run_dir, "checkpoint.pt")
-    writer = SummaryWriter(run_dir, purge_step=games + 1 if resumed else None)  # resumed: drop steps after it
+    writer = (SummaryWriter(run_dir, purge_step=games + 1 if resumed else None)  # resumed: drop later steps
+              if rank == 0 else NoWriter())
     if not resumed:
         table = "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items())
         writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
@@ -729,33 +785,39 @@ def train(args: Args) -> dict:
         if not all(torch.isfinite(p).all() for p in net.state_dict().values() if p.is_floating_point()):
             stop_with_error("a network parameter is not finite")
         writer.flush()  # the curves up to this checkpoint are on disk: a resume continues them
-        save_checkpoint(path, {
-            "script": "alphazero", "args": asdict(args) | {"resume": None, "evaluate": None, "play": None},
-            "net": net.state_dict(), "optimizer": optimizer.state_dict(), "window": pack(window, game),
-            "recent": list(recent), "games": games, "started": started, "new_positions": new_positions,
-            "next_update": next_update, "metrics": metrics | charts,
-            "rng": {"numpy_generator": rng.bit_generator.state, "python": random.getstate(),
-                    "torch": torch.get_rng_state()}} | {key: torch.from_numpy(array) for key, array in (
+        own = {"window": pack(window, game), "recent": list(recent), "started": started,
+               "rng": {"numpy_generator": rng.bit_generator.state, "python": random.getstate(),
+                       "torch": torch.get_rng_state()}} | {key: torch.from_numpy(array) for key, array in (
             ("playing", playing), ("boards", boards), ("moves_played", moves_played), ("played", played),
-            ("targets", targets))})
+            ("targets", targets))}
+        if world > 1:  # torchrun: rank 0 writes every rank's self-play state
+            states = [None] * world
+            torch.distributed.all_gather_object(states, own)
+            own |= {"ranks": states[1:]}
+        if rank == 0:
+            save_checkpoint(path, {
+                "script": "alphazero", "args": asdict(args) | dict(resume=None, evaluate=None, play=None),
+                "net": net.state_dict(), "optimizer": optimizer.state_dict(), "games": games,
+                "new_positions": new_positions, "next_update": next_update, "metrics": metrics | charts,
+                "world_size": world} | own)
         written.append(games)
 
     def stop_with_error(what: str):
         progress.close()
         writer.close()
         last = f"the last good checkpoint: {path}" if written or resumed else "no checkpoint was written yet"
-        sys.exit(f"error: {what} at game {games:,}; stopped. {last[0].upper()}{last[1:]}")
+        sys.exit(f"error: {what} at game {games:,}; stopped. {last[0].upper()}{last[1:]}" if rank == 0 else 1)
 
-    signals = []  # SIGINT / SIGTERM received: the first ends the run after this move, a second at once
+    signals, received = [], []  # SIGINT / SIGTERM: the first ends the run after this move, a second at once
 
-    def on_signal(signum, frame):
-        if signals:
+    def on_signal(signum, frame):  # (torchrun passes its own Ctrl-C on, and all ranks must agree: `received`)
+        if signals and world == 1:
             os._exit(128 + signum)
-        signals.append(signum)
+        (signals if world == 1 else received).append(signum)
 
     handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     written, charts, searched, search_time, wall = [], {}, 0, 0.0, time.time()
-    progress = tqdm(total=args.total_games, initial=games, disable=None, unit="game")
+    progress = tqdm(total=args.total_games, initial=games, disable=None if rank == 0 else True, unit="game")
     try:
         while games < args.total_games and not signals:
             start = time.perf_counter()
@@ -767,22 +829,33 @@ def train(args: Args) -> dict:
             played[live, moves_played[live]], targets[live, moves_played[live]] = boards[live], pi
             boards[live], moves_played[live] = game.next_state(boards[live], moves), moves_played[live] + 1
             done, value = game.terminal_value(boards[live])
+            finished_now, positions = int(done.sum()), int(moves_played[live[done]].sum())
             for g, result in zip(live[done], value[done]):  # record the finished game, start a new one there
                 length = int(moves_played[g])
                 z = result * (-1.0) ** (length - np.arange(length))  # [z] the side to move flips every move
                 window.append((played[g, :length].copy(), targets[g, :length].copy(), z.astype(np.float32)))
                 recent.append((length, bool(result == 0)))
-                games, new_positions = games + 1, new_positions + length
-                boards[g], moves_played[g], playing[g] = 0, 0, started < args.total_games  # budget permitting
+                boards[g], moves_played[g], playing[g] = 0, 0, started < share  # budget permitting
                 started += int(playing[g])
-            searched += len(live) * args.simulations
+            searches, ready = len(live) * args.simulations, len(window) > 0  # ready: a window to train on
+            if world > 1:  # torchrun: games, positions and searches of all ranks; a signal to any stops all
+                rows = [torch.zeros(5, dtype=torch.float64, device=device) for _ in range(world)]
+                torch.distributed.all_gather(rows, torch.tensor(
+                    [finished_now, positions, searches, ready, received[0] if received else 0], device=device,
+                    dtype=torch.float64))
+                ranks = torch.stack(rows).cpu().numpy()
+                finished_now, positions, searches = ranks[:, :3].sum(0).astype(int).tolist()
+                ready = bool(ranks[:, 3].all())
+                signals[:] = [int(ranks[:, 4].max())] if ranks[:, 4].any() else []
+            games, new_positions = games + finished_now, new_positions + positions
+            searched += searches
             search_time += time.perf_counter() - start
-            progress.update(int(done.sum()))
+            progress.update(finished_now)
 
-            if games >= next_update or games == args.total_games:  # an iteration: num_envs finished games
-                next_update += args.num_envs
-                steps = max(1, round(args.replay_ratio * new_positions / args.batch_size))
-                policy_loss, value_loss = update(net, optimizer, window, steps, game, args, rng)
+            if (games >= next_update or games == args.total_games) and ready:  # an iteration: num_envs
+                next_update += args.num_envs * world  # finished games (of each rank)
+                steps = max(1, round(args.replay_ratio * new_positions / (args.batch_size * world)))
+                policy_loss, value_loss = update(net, optimizer, window, steps, game, args, rng, world)
                 new_positions = 0
                 charts = {"losses/policy_loss": policy_loss, "losses/value_loss": value_loss,
                           "charts/SPS": searched / search_time,  # searched positions per second of self-play
@@ -794,8 +867,9 @@ def train(args: Args) -> dict:
                 for tag, scalar in charts.items():
                     writer.add_scalar(tag, scalar, games)
                 progress.set_postfix(SPS=f"{charts['charts/SPS']:.0f}", loss=f"{policy_loss + value_loss:.2}")
-            finished = games - int(done.sum())
-            if games // args.eval_every > finished // args.eval_every or games == args.total_games:
+            finished = games - finished_now
+            evaluation = games // args.eval_every > finished // args.eval_every or games == args.total_games
+            if evaluation and rank == 0:  # torchrun: the others wait for it at the next move
                 metrics = evaluate_opponents(net, game, args)
                 for tag, scalar in metrics.items():
                     writer.add_scalar(tag, scalar, games)
@@ -808,10 +882,16 @@ def train(args: Args) -> dict:
     finally:
         for s, handler in handlers.items():
             signal.signal(s, handler)
+    if world > 1:
+        torch.distributed.destroy_process_group()
     if signals:
-        command = f"python {os.path.basename(__file__)} --resume {path}"
-        print(f"interrupted at game {games:,}: checkpoint {path}; resume with: {command}")
+        launcher = "torchrun (same options)" if world > 1 else "python"
+        command = f"{launcher} {os.path.basename(__file__)} --resume {path}"
+        if rank == 0:
+            print(f"interrupted at game {games:,}: checkpoint {path}; resume with: {command}")
         sys.exit(128 + signals[0])
+    if rank > 0:
+        return {"global_step": games, "run_dir": run_dir, "checkpoint": path}
 
     clock = timedelta(seconds=round(time.time() - wall))
     print(f"finished {args.total_games:,} self-play games in {clock} "

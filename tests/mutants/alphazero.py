@@ -5,6 +5,8 @@ catch every one (the tests are those a developer would run for that piece; -k ke
 """
 
 WIRING = "tests/test_alphazero.py -k wiring"
+D = "tests/test_alphazero_distributed.py::test_"  # torchrun: 2 ranks
+RANKS = D + "ranks_average_their_gradients_split_the_budget_and_end_with_the_same_weights"
 NOISE = """    if noise is not None:
         gamma = rng.gamma(noise[0], size=tree.P[:, 0].shape) * tree.legal[:, 0]  # [noise] Dir: normed Gammas
         tree.P[:, 0] = (1 - noise[1]) * tree.P[:, 0] + noise[1] * gamma / gamma.sum(1, keepdims=True)
@@ -44,22 +46,22 @@ MUTANTS = [
     ("N(s) without the expanding visit", "np.sqrt(1 + N.sum(-1, keepdims=True))", "np.sqrt(N.sum(-1, keepdims=True))",
      "tests/test_alphazero.py -k puct"),
     ("stored board seen by the wrong player", "= boards[live], pi\n", "= -boards[live], pi\n", WIRING),
-    ("one minibatch update per iteration", "steps = max(1, round(args.replay_ratio * new_positions / args.batch_size))",
-     "steps = 1", WIRING),
+    ("one minibatch update per iteration",
+     "steps = max(1, round(args.replay_ratio * new_positions / (args.batch_size * world)))", "steps = 1", WIRING),
     ("value target paired with the wrong position", "F.mse_loss(v, z)", "F.mse_loss(v, z.roll(1))", WIRING),
     ("gradients accumulate across minibatches", "        optimizer.zero_grad()\n", "",
      "tests/test_alphazero.py -k one_gradient_step"),
     ("replay window twice as long", "window = deque(maxlen=args.replay_window)",
      "window = deque(maxlen=2 * args.replay_window)", WIRING),
-    ("the last games never trained on", "if games >= next_update or games == args.total_games:",
-     "if games >= next_update:", WIRING),
+    ("the last games never trained on", "if (games >= next_update or games == args.total_games) and ready:",
+     "if games >= next_update and ready:", WIRING),
     ("Dirichlet noise in the evaluation's search",
      "search(game, boards, net_evaluator(net, game), simulations, args.c_puct, solver=args.solver)",
      "search(game, boards, net_evaluator(net, game), simulations, args.c_puct, (0.3, 0.5),"
      " np.random.default_rng(), args.solver)",
      WIRING),
     ("resume without the random generator's state",
-     '        rng.bit_generator.state = resumed["rng"]["numpy_generator"]\n',
+     '        rng.bit_generator.state = own["rng"]["numpy_generator"]\n',
      "", "tests/test_alphazero.py -k exact_resume"),
     # the search that knows proven results (issue 14)
     ("solver off by default", "    solver: bool = True\n", "    solver: bool = False\n", SOLVER),
@@ -94,4 +96,32 @@ MUTANTS = [
      "evaluate_checkpoint(cli_args.evaluate, cli_args.eval_games)", "tests/test_alphazero.py -k eval_simulations"),
     ("--eval-simulations ignored by --play", "    args.eval_simulations = simulations or args.eval_simulations\n", "",
      "tests/test_alphazero.py -k eval_simulations"),
+    # torchrun (issue 15): tests/test_alphazero_distributed.py, 2 ranks
+    ("torchrun: gradients not all-reduced", "torch.distributed.all_reduce(grads)", "None", RANKS),
+    ("torchrun: gradients summed, not averaged", "(grads / world).split", "grads.split", RANKS),
+    ("torchrun: ranks seeded alike", "seed = (args.seed + rank) % 2**32", "seed = args.seed", RANKS),
+    ("torchrun: budget counted per rank", "share = args.total_games // world + (rank < args.total_games % world)",
+     "share = args.total_games", RANKS),
+    ("torchrun: budget rounded down to a multiple of the ranks", " + (rank < args.total_games % world)", "", RANKS),
+    ("torchrun: each rank counts its own games", "ranks[:, :3].sum(0).astype(int)", "ranks[rank, :3].astype(int)",
+     RANKS),
+    ("torchrun: ranks start from their own weights", "torch.distributed.broadcast(tensor, src=0)", "tensor", RANKS),
+    ("torchrun: BatchNorm statistics not shared", "torch.distributed.broadcast(buffer, src=0)", "buffer", RANKS),
+    ("torchrun: every rank makes a run folder", "make_run_dir(args) if rank == 0 else None", "make_run_dir(args)",
+     RANKS),
+    ("torchrun: every rank writes the checkpoint", "        if rank == 0:\n            save_checkpoint(path",
+     "        if True:\n            save_checkpoint(path", RANKS),
+    ("torchrun: the checkpoint without the other ranks' self-play", 'own |= {"ranks": states[1:]}', "pass", RANKS),
+    ("torchrun: every rank writes TensorBoard", "if rank == 0 else NoWriter()", "if True else NoWriter()",
+     D + "torchrun_end_to_end"),
+    ("torchrun: a resume gives every rank rank 0's self-play",
+     'own = resumed if rank == 0 else resumed["ranks"][rank - 1]', "own = resumed",
+     D + "resume_on_2_ranks_is_exact_and_on_1_rank_refused"),
+    ("torchrun: a resume on another number of ranks accepted", 'resumed.get("world_size", 1) != world', "False",
+     D + "resume_on_2_ranks_is_exact_and_on_1_rank_refused"),
+    ("torchrun: a signal stops only the rank that got it",
+     "signals[:] = [int(ranks[:, 4].max())] if ranks[:, 4].any() else []", "signals[:] = received[:1]",
+     D + "sigterm_to_one_rank_stops_both_with_a_checkpoint"),
+    ("torchrun: losses of one rank only", "        torch.distributed.all_reduce(losses)\n", "",
+     D + "a_nan_stops_both_ranks"),
 ]

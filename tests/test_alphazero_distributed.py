@@ -1,0 +1,179 @@
+"""alphazero.py under torchrun (issue 15): 2 ranks, gloo, CPU, tiny tic-tac-toe budgets.
+
+One test runs the script as a user would (`python -m torch.distributed.run --standalone --nproc-per-node 2`); the
+others start train() in 2 spawned processes with torchrun's environment variables (RANK, WORLD_SIZE, ...), so that
+each rank can hand back what it saw: its final network, the gradients it sent to the all-reduce and those its
+optimizer stepped with, the checkpoints it wrote. A rank that hangs fails the test after a timeout (both are killed).
+"""
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.multiprocessing
+from helpers import REPO, only_run_dir, read_scalars
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+import alphazero
+from alphazero import Args, Net, train
+
+TINY = {"total_games": 25, "num_envs": 4, "simulations": 4, "batch_size": 16, "replay_ratio": 1.0, "channels": 8,
+        "blocks": 1, "eval_every": 1_000, "eval_games": 2, "rollouts": 2, "checkpoint_every": 8, "cuda": False}
+# 25 games: rank 0 plays 13, rank 1 12; an iteration every 2 x 4 finished games
+
+
+def rank_main(rank: int, port: int, kwargs: dict, sigterm_at: int | None) -> None:
+    """One rank of a 2-process run in a spawned process; writes what it saw to rank<r>.pt."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    nets, sent, stepped, saves = [], [], [], []
+    alphazero.Net = type("Net", (Net,), {
+        "__init__": lambda self, *a, **k: (Net.__init__(self, *a, **k), nets.append(self))[0]})
+    real_all_reduce, real_save = torch.distributed.all_reduce, alphazero.save_checkpoint
+
+    def all_reduce(tensor, *args, **kwargs):
+        if tensor.numel() > 2:  # the gradients (the losses are 2 numbers)
+            sent.append(tensor.clone())
+        return real_all_reduce(tensor, *args, **kwargs)
+
+    def save_checkpoint(path, checkpoint):  # rank 0's first periodic checkpoint is copied, as a crash would leave it
+        real_save(path, checkpoint)
+        saves.append(checkpoint["games"])
+        if len(saves) == 1:
+            os.makedirs("copy", exist_ok=True)
+            shutil.copy(path, "copy/checkpoint.pt")
+
+    def signal_at(module, games):  # SIGTERM to rank 1 alone, when the games of both ranks reach `sigterm_at`
+        if rank == 1 and sigterm_at is not None and games >= sigterm_at and not sent_signal:
+            sent_signal.append(os.kill(os.getpid(), signal.SIGTERM))
+
+    sent_signal = []
+    real_add = alphazero.NoWriter.__getattr__
+    alphazero.NoWriter.__getattr__ = lambda self, name: (
+        (lambda tag, value, step, *a, **k: signal_at(self, step)) if name == "add_scalar" else real_add(self, name))
+    register_optimizer_step_pre_hook(lambda optimizer, args, kwargs: stepped.append(
+        torch.cat([p.grad.flatten() for p in optimizer.param_groups[0]["params"]]).clone()))
+    torch.distributed.all_reduce, alphazero.save_checkpoint = all_reduce, save_checkpoint
+    try:
+        metrics, code = train(Args(**kwargs)), 0
+    except SystemExit as exit_info:
+        metrics, code = None, exit_info.code
+    torch.save({"code": code, "metrics": metrics, "weights": nets[0].state_dict() if nets else {}, "sent": sent,
+                "stepped": stepped, "saves": saves}, f"rank{rank}.pt")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ranks(sigterm_at: int | None = None, timeout: float = 90, **kwargs) -> list[dict]:
+    """train(Args(**kwargs)) on 2 ranks; what each saw. Fails if a rank is still running after `timeout` s."""
+    context, port = torch.multiprocessing.get_context("spawn"), free_port()
+    processes = [context.Process(target=rank_main, args=(rank, port, kwargs, sigterm_at)) for rank in range(2)]
+    for process in processes:
+        process.start()
+    deadline = time.time() + timeout
+    for process in processes:
+        process.join(max(0.0, deadline - time.time()))
+    hung = [rank for rank, process in enumerate(processes) if process.is_alive()]
+    for rank in hung:
+        processes[rank].kill()
+    assert not hung, f"ranks {hung} still running after {timeout} s"
+    return [torch.load(f"rank{rank}.pt", weights_only=True) for rank in range(2)]
+
+
+def same_weights(first: dict, second: dict) -> bool:
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_ranks_average_their_gradients_split_the_budget_and_end_with_the_same_weights():
+    """Every minibatch step: each rank steps with the mean of the 2 ranks' own gradients (which differ: their games
+    are seeded apart); both take the same number of steps; 25 games in all (13 + 12); rank 0 alone makes the run
+    folder and writes the checkpoint, with both ranks' self-play states; the same final weights (BatchNorm
+    statistics included) on both."""
+    ranks = run_ranks(**TINY)
+    assert [r["code"] for r in ranks] == [0, 0]
+    assert len(ranks[0]["sent"]) == len(ranks[1]["sent"]) == len(ranks[0]["stepped"]) > 3
+    for u, (sent0, sent1) in enumerate(zip(ranks[0]["sent"], ranks[1]["sent"])):
+        for r in ranks:
+            assert torch.allclose(r["stepped"][u], (sent0 + sent1) / 2, atol=1e-7, rtol=1e-5), u
+    assert not torch.allclose(ranks[0]["sent"][0], ranks[1]["sent"][0])  # different games, different gradients
+    assert same_weights(ranks[0]["weights"], ranks[1]["weights"])
+    assert [r["metrics"]["global_step"] for r in ranks] == [25, 25]
+    assert ranks[0]["metrics"]["run_dir"] == ranks[1]["metrics"]["run_dir"] == only_run_dir()
+    assert ranks[0]["saves"] and ranks[0]["saves"][-1] == 25 and ranks[1]["saves"] == []
+    checkpoint = torch.load(f"{only_run_dir()}/checkpoint.pt", weights_only=True)
+    assert checkpoint["games"] == 25 and checkpoint["world_size"] == 2
+    own, other = checkpoint, checkpoint["ranks"][0]
+    assert (own["started"], other["started"]) == (13, 12)
+    assert [len(state["window"]["lengths"]) for state in (own, other)] == [13, 12]
+    assert not torch.equal(own["window"]["boards"][:20], other["window"]["boards"][:20])  # seeded apart
+    assert same_weights(checkpoint["net"], ranks[0]["weights"])
+
+
+def test_resume_on_2_ranks_is_exact_and_on_1_rank_refused():
+    """A resume from the first periodic checkpoint (every rank's games in progress, windows and random states) ends
+    with the uninterrupted run's network; another number of processes is refused with one line."""
+    full = run_ranks(**TINY)
+    assert [r["code"] for r in full] == [0, 0]
+    path = "copy/checkpoint.pt"
+    assert 8 <= torch.load(path, weights_only=True)["games"] < 25
+    resumed = run_ranks(resume=path, cuda=False)
+    assert [r["code"] for r in resumed] == [0, 0] and resumed[0]["metrics"]["global_step"] == 25
+    assert same_weights(resumed[0]["weights"], full[0]["weights"])
+    assert same_weights(resumed[1]["weights"], full[0]["weights"])
+    with pytest.raises(SystemExit) as exit_info:
+        train(Args(resume=path, cuda=False))
+    assert exit_info.value.code == f"error: --resume {path}: the run used 2 processes, this one 1"
+
+
+def test_sigterm_to_one_rank_stops_both_with_a_checkpoint():
+    ranks = run_ranks(sigterm_at=10, **{**TINY, "total_games": 200})
+    assert [r["code"] for r in ranks] == [143, 143]
+    checkpoint = torch.load(f"{only_run_dir()}/checkpoint.pt", weights_only=True)
+    assert 10 <= checkpoint["games"] < 200 and checkpoint["games"] == ranks[0]["saves"][-1]
+    assert same_weights(ranks[0]["weights"], ranks[1]["weights"])
+
+
+def test_a_nan_stops_both_ranks():
+    """The ranks' mean losses: a NaN on either stops both after the same update."""
+    ranks = run_ranks(**{**TINY, "total_games": 200, "lr": 1e30})
+    assert ranks[0]["code"].startswith("error: losses/") and "is nan at game" in ranks[0]["code"]  # one line
+    assert ranks[1]["code"] == 1 and len(ranks[0]["code"].splitlines()) == 1  # rank 1 exits 1 without a word
+
+
+def test_torchrun_end_to_end():
+    """A user's run: rank 0's output alone, one run folder with one TensorBoard file, the budget counted over both
+    ranks (25 games, exact though odd), the final checkpoint; a budget smaller than the ranks refused."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               os.path.join(REPO, "alphazero.py"), "--game", "tictactoe", "--num-envs", "4", "--simulations", "4",
+               "--channels", "8", "--blocks", "1", "--batch-size", "16", "--eval-every", "12", "--eval-games", "2",
+               "--rollouts", "2", "--checkpoint-every", "8", "--no-cuda"]
+    result = subprocess.run([*command, "--total-games", "25"], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    run_dir = only_run_dir()
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "device: cpu; 2 processes" and len(lines) == 4, lines
+    assert lines[1].startswith("finished 25 self-play games in ")
+    assert lines[2:] == [f"run folder: {run_dir}   (tensorboard --logdir runs)", f"checkpoint: {run_dir}/checkpoint.pt"]
+    assert len(glob.glob(f"{run_dir}/events.*")) == 1
+    scalars = read_scalars(run_dir)
+    assert scalars["eval/random_win"][-1][0] == scalars["losses/policy_loss"][-1][0] == 25
+    assert len(scalars["eval/random_win"]) >= 2
+    checkpoint = torch.load(f"{run_dir}/checkpoint.pt", weights_only=True)
+    assert checkpoint["games"] == 25 and (checkpoint["started"], checkpoint["ranks"][0]["started"]) == (13, 12)
+    refused = subprocess.run([*command, "--total-games", "1"], capture_output=True, text=True, timeout=120, env=env)
+    assert refused.returncode != 0
+    assert "error: --total-games must be at least 2 (the processes), got 1" in refused.stderr
+    assert glob.glob("runs/*") == [run_dir]
