@@ -716,11 +716,12 @@ def train(args: Args) -> dict:
         args = Args(**resumed["args"] | {name: getattr(args, name) for name in kept})
     # torchrun starts K copies of this script (ranks); without it K = 1, rank 0, and `if world > 1` is skipped
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if resumed and resumed.get("world_size", 1) != world:
+    if resumed and resumed.get("world_size", 1) != world:  # (torchrun: rank 0 says it, the others exit 1)
         sys.exit(f"error: --resume {resume_path}: the run used {resumed.get('world_size', 1)} processes, "
-                 f"this one {world}")
+                 f"this one {world}" if rank == 0 else 1)
     if args.total_games < world:
-        sys.exit(f"error: --total-games must be at least {world} (the processes), got {args.total_games}")
+        sys.exit(f"error: --total-games must be at least {world} (the processes), got {args.total_games}"
+                 if rank == 0 else 1)
     share = args.total_games // world + (rank < args.total_games % world)  # this rank's games of the budget
     seed = (args.seed + rank) % 2**32  # each rank plays its own games
     random.seed(seed)

@@ -123,5 +123,5 @@ MUTANTS = [
      "signals[:] = [int(ranks[:, 4].max())] if ranks[:, 4].any() else []", "signals[:] = received[:1]",
      D + "sigterm_to_one_rank_stops_both_with_a_checkpoint"),
     ("torchrun: losses of one rank only", "        torch.distributed.all_reduce(losses)\n", "",
-     D + "a_nan_stops_both_ranks"),
+     D + "a_nan_on_one_rank_stops_both_ranks"),
 ]
