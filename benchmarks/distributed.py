@@ -1,5 +1,4 @@
-"""a2c.py's steps per second, and alphazero.py's searched positions per second, with 1 and 2 processes (torchrun,
-issue 15) at the same total budget.
+"""1 and 2 processes (torchrun, issue 15) at the same budget: a2c.py's steps/s, alphazero.py's searched positions/s.
 
     python benchmarks/distributed.py                  # a2c: 100k steps per setting, about 2-3 minutes on 2 cores
     python benchmarks/distributed.py --steps 20000    # shorter
