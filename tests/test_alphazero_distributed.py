@@ -81,7 +81,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_ranks(sigterm_at: int | None = None, nan_at: int | None = None, timeout: float = 90, **kwargs) -> list[dict]:
+def run_ranks(sigterm_at: int | None = None, nan_at: int | None = None, timeout: float = 60, **kwargs) -> list[dict]:
     """train(Args(**kwargs)) on 2 ranks; what each saw. Fails if a rank is still running after `timeout` s."""
     context, port = torch.multiprocessing.get_context("spawn"), free_port()
     processes = [context.Process(target=rank_main, args=(rank, port, kwargs, sigterm_at, nan_at)) for rank in range(2)]
