@@ -2,9 +2,13 @@
 
 import glob
 import os
+import socket
 import subprocess
 import sys
+import time
 
+import torch
+import torch.multiprocessing
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,3 +39,23 @@ def only_run_dir() -> str:
     runs = glob.glob("runs/*")
     assert len(runs) == 1, runs
     return runs[0]
+
+
+def spawn_ranks(rank_main, *args, world: int = 2, timeout: float = 60) -> list[dict]:
+    """rank_main(rank, port, *args) in `world` spawned processes, as torchrun's ranks on a free local port; each
+    saves what it saw to rank<r>.pt, returned in rank order. Fails if a rank still runs after `timeout` s."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = torch.multiprocessing.get_context("spawn")
+    processes = [context.Process(target=rank_main, args=(rank, port, *args)) for rank in range(world)]
+    for process in processes:
+        process.start()
+    deadline = time.time() + timeout
+    for process in processes:
+        process.join(max(0.0, deadline - time.time()))
+    hung = [rank for rank, process in enumerate(processes) if process.is_alive()]
+    for rank in hung:
+        processes[rank].kill()
+    assert not hung, f"ranks {hung} still running after {timeout} s"
+    return [torch.load(f"rank{rank}.pt", weights_only=True) for rank in range(world)]

@@ -9,15 +9,13 @@ clipped. A rank that hangs fails the test after a timeout (the other ranks are k
 import glob
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 import torch.multiprocessing
-from helpers import REPO, only_run_dir, read_scalars
+from helpers import REPO, only_run_dir, read_scalars, spawn_ranks
 
 import a2c
 from a2c import Actor, Args, Critic, train
@@ -64,26 +62,9 @@ def rank_main(rank: int, port: int, kwargs: dict, sigterm_at: int | None) -> Non
                f"rank{rank}.pt")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_ranks(sigterm_at: int | None = None, timeout: float = 240, **kwargs) -> list[dict]:
     """train(Args(**kwargs)) on 2 ranks; what each saw. Fails if a rank is still running after `timeout` s."""
-    context, port = torch.multiprocessing.get_context("spawn"), free_port()
-    processes = [context.Process(target=rank_main, args=(rank, port, kwargs, sigterm_at)) for rank in range(2)]
-    for process in processes:
-        process.start()
-    deadline = time.time() + timeout
-    for process in processes:
-        process.join(max(0.0, deadline - time.time()))
-    hung = [rank for rank, process in enumerate(processes) if process.is_alive()]
-    for rank in hung:
-        processes[rank].kill()
-    assert not hung, f"ranks {hung} still running after {timeout} s"
-    return [torch.load(f"rank{rank}.pt", weights_only=True) for rank in range(2)]
+    return spawn_ranks(rank_main, kwargs, sigterm_at, timeout=timeout)
 
 
 def same_weights(ranks: list[dict]) -> bool:
