@@ -35,46 +35,45 @@ SETTINGS = [  # (name, processes, --num-envs per process)
 ]
 
 
-def run(processes: int, num_envs: int, steps: int, seed: int) -> dict:
+def launch(processes: int, script: str, *args: str) -> tuple[str, str, float, float]:
+    """`python script args` (under torchrun with 2+ processes), CPU only, one thread a process: (command as a
+    user types it, stdout, wall seconds, CPU seconds of all its processes). One `error:` line if it fails."""
     launcher = [sys.executable] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
-    command = [*launcher, os.path.join(ROOT, "a2c.py"), "--no-cuda", "--seed", str(seed), "--num-envs", str(num_envs),
-               "--total-timesteps", str(steps), "--eval-every", str(steps), "--checkpoint-every", "0"]
+    command = [*launcher, os.path.join(ROOT, script), "--no-cuda", *args]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.time()
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tempfile.mkdtemp(prefix="dist_"))
     wall, after = time.time() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         sys.exit(f"error: {' '.join(command)} failed:\n{result.stderr[-2000:]}")
-    finished = re.search(r"finished ([\d,]+) steps .*\(([\d,]+) steps/s.*final evaluation return ([\d.]+)",
-                         result.stdout)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    typed = " ".join("python" if c == sys.executable else c for c in command).replace(ROOT + "/", "")
+    return typed, result.stdout, round(wall, 1), round(cpu, 1)
+
+
+def run(processes: int, num_envs: int, steps: int, seed: int) -> dict:
+    command, stdout, wall, cpu = launch(processes, "a2c.py", "--seed", str(seed), "--num-envs", str(num_envs),
+                                        "--total-timesteps", str(steps), "--eval-every", str(steps),
+                                        "--checkpoint-every", "0")
+    finished = re.search(r"finished ([\d,]+) steps .*\(([\d,]+) steps/s.*final evaluation return ([\d.]+)", stdout)
     return {"processes": processes, "num_envs": num_envs, "steps": int(finished[1].replace(",", "")),
             "sps": int(finished[2].replace(",", "")), "final_eval_return": float(finished[3]),
-            "wall_s": round(wall, 1),
-            "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1),
-            "command": " ".join("python" if c == sys.executable else c for c in command).replace(ROOT + "/", "")}
+            "wall_s": wall, "cpu_s": cpu, "command": command}
+
 
 
 AZ_SETTINGS = [("1 process x 64 games", 1, 64), ("2 processes x 32 games", 2, 32), ("2 processes x 64 games", 2, 64)]
 
 
 def run_alphazero(game: str, processes: int, num_envs: int, games: int, seed: int) -> dict:
-    launcher = [sys.executable] if processes == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
-    command = [*launcher, os.path.join(ROOT, "alphazero.py"), "--no-cuda", "--game", game, "--seed", str(seed),
-               "--num-envs", str(num_envs), "--total-games", str(games), "--eval-every", str(games),
-               "--eval-games", "2", "--rollouts", "10", "--checkpoint-every", "0"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.time()
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tempfile.mkdtemp(prefix="dist_"))
-    wall, after = time.time() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
-    if result.returncode != 0:
-        sys.exit(f"error: {' '.join(command)} failed:\n{result.stderr[-2000:]}")
-    finished = re.search(r"finished ([\d,]+) self-play games .*\(([\d,]+) positions searched/s", result.stdout)
+    command, stdout, wall, cpu = launch(processes, "alphazero.py", "--game", game, "--seed", str(seed), "--num-envs",
+                                        str(num_envs), "--total-games", str(games), "--eval-every", str(games),
+                                        "--eval-games", "2", "--rollouts", "10", "--checkpoint-every", "0")
+    finished = re.search(r"finished ([\d,]+) self-play games .*\(([\d,]+) positions searched/s", stdout)
     return {"game": game, "processes": processes, "num_envs": num_envs, "games": int(finished[1].replace(",", "")),
-            "positions_per_s": int(finished[2].replace(",", "")), "wall_s": round(wall, 1),
-            "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1),
-            "command": " ".join("python" if c == sys.executable else c for c in command).replace(ROOT + "/", "")}
+            "positions_per_s": int(finished[2].replace(",", "")), "wall_s": wall, "cpu_s": cpu, "command": command}
+
 
 
 def main_alphazero(cli: argparse.Namespace):
