@@ -712,8 +712,8 @@ class NoWriter:
 def train(args: Args) -> dict:
     resume_path, resumed = args.resume, load_checkpoint(args.resume, "--resume") if args.resume else None
     if resumed:  # the run's own settings, but for the three that may change
-        kept = ("cuda", "threads", "checkpoint_every")
-        args = Args(**resumed["args"] | {name: getattr(args, name) for name in kept})
+        kept = ("cuda", "threads", "checkpoint_every")  # (a run from before --solver searched without it)
+        args = Args(**{"solver": False} | resumed["args"] | {name: getattr(args, name) for name in kept})
     # torchrun starts K copies of this script (ranks); without it K = 1, rank 0, and `if world > 1` is skipped
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if resumed and resumed.get("world_size", 1) != world:  # (torchrun: rank 0 says it, the others exit 1)

@@ -511,6 +511,32 @@ def test_exact_resume_gives_the_uninterrupted_runs_network_and_window(monkeypatc
     assert b["window"]["lengths"].sum() > 0 and full["eval/random_win"] == resumed["eval/random_win"]
 
 
+def test_a_run_from_before_the_solver_resumes_without_it(monkeypatch):
+    """A checkpoint whose Args predate --solver (no 'solver' entry) resumes with the search it was trained with;
+    one with the entry keeps it."""
+    real_save = alphazero.save_checkpoint
+    monkeypatch.setattr(alphazero, "save_checkpoint", lambda path, checkpoint: real_save(path, checkpoint)
+                        or os.path.exists("new.pt") or shutil.copy(path, "new.pt"))  # the first: games in progress
+    train(Args(checkpoint_every=16, **TINY))
+    checkpoint = torch.load("new.pt", weights_only=True)
+    assert checkpoint["games"] < 32 and checkpoint["args"]["solver"]
+    del checkpoint["args"]["solver"]
+    torch.save(checkpoint, "old.pt")
+    real_search, solver = alphazero.search, []
+
+    def search(*a, **k):
+        bound = inspect.signature(real_search).bind(*a, **k).arguments
+        if bound.get("noise") is not None:  # self-play's searches
+            solver.append(bound.get("solver", True))
+        return real_search(*a, **k)
+
+    monkeypatch.setattr(alphazero, "search", search)
+    train(Args(resume="old.pt", cuda=False))
+    assert solver and not any(solver)
+    solver.clear()
+    train(Args(resume="new.pt", cuda=False))
+    assert solver and all(solver)
+
 def flatten(state):
     """The tensors of a (nested) state dict, in order."""
     if isinstance(state, torch.Tensor):

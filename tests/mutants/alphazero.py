@@ -96,6 +96,8 @@ MUTANTS = [
      "evaluate_checkpoint(cli_args.evaluate, cli_args.eval_games)", "tests/test_alphazero.py -k eval_simulations"),
     ("--eval-simulations ignored by --play", "    args.eval_simulations = simulations or args.eval_simulations\n", "",
      "tests/test_alphazero.py -k eval_simulations"),
+    ("a run from before the solver resumed with it", 'Args(**{"solver": False} | resumed["args"]',
+     'Args(**resumed["args"]', "tests/test_alphazero.py -k before_the_solver"),
     # torchrun (issue 15): tests/test_alphazero_distributed.py, 2 ranks
     ("torchrun: gradients not all-reduced", "torch.distributed.all_reduce(grads)", "None", RANKS),
     ("torchrun: gradients summed, not averaged", "(grads / world).split", "grads.split", RANKS),
