@@ -7,16 +7,24 @@
     python benchmarks/alphazero.py --part strength     #   which ends with this: its agent against stronger MCTS
     python benchmarks/alphazero.py --part connect4-long  # the long run: 30,000 games (~70 CPU-min), then the same
     python benchmarks/alphazero.py --part solver       # the search with and without proven results (~20 CPU-min)
+    python benchmarks/alphazero.py --part hour         # the bar: Connect Four within 60 training CPU-minutes, its
+                                                       #   snapshots against MCTS-1000 (~80 CPU-min in all)
+    python benchmarks/alphazero.py --part hour-64      # the same with --simulations 64 (the default until the ablation)
+    python benchmarks/alphazero.py --part ablation     # one change at a time, 6 training CPU-minutes each (~80)
 
 Outputs in benchmarks/results/: alphazero_speed.json, alphazero_tictactoe.json, alphazero_connect4.json and
 alphazero_connect4.png (win rates against random and pure MCTS with 100 rollouts, by self-play games); the long
-run writes alphazero_connect4_long.json and .png; the solver part alphazero_solver.json.
+run writes alphazero_connect4_long.json and .png; the solver part alphazero_solver.json; the hour parts
+alphazero_hour.json, alphazero_hour_64.json and alphazero_strength.png (and the defaults' final network becomes
+tests/data/connect4_net.pt); the ablation alphazero_ablation.json.
 """
 
 import argparse
 import concurrent.futures
+import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -161,6 +169,123 @@ def strength(name="alphazero_connect4"):
         json.dump(result, f, indent=1)
 
 
+class OverBudget(Exception):
+    """Raised from the evaluation hook once a run's training CPU has passed its budget."""
+
+
+def budget_run(name, cpu_minutes, snapshot_every, **overrides):
+    """A Connect Four run (seed 1, the defaults but for `overrides`) that stops at the first multiple of
+    `snapshot_every` games past `cpu_minutes` of training CPU. The evaluation hook is replaced: at every
+    multiple it saves the network instead, with the games and training CPU so far (evaluation excluded).
+    Returns those snapshots: [(games, train_cpu_s, path)]."""
+    torch.set_num_threads(1)
+    args = alphazero.Args(game="connect4", cuda=False, total_games=10**6, eval_every=snapshot_every,
+                          checkpoint_every=0, exp_name=name, **overrides)
+    folder, snapshots, start = os.path.join("runs", "bench_" + name), [], time.process_time()
+    os.makedirs(folder, exist_ok=True)
+
+    def snapshot(net, game, args):
+        path, games = os.path.join(folder, f"{len(snapshots) + 1:03d}.pt"), (len(snapshots) + 1) * snapshot_every
+        train_cpu = time.process_time() - start
+        torch.save({"script": "alphazero", "args": dataclasses.asdict(args), "net": net.state_dict()}, path)
+        snapshots.append((games, train_cpu, path))
+        if train_cpu > cpu_minutes * 60:
+            raise OverBudget
+        return {}
+
+    alphazero.evaluate_opponents, evaluate_opponents = snapshot, alphazero.evaluate_opponents
+    try:
+        alphazero.train(args)
+    except OverBudget:
+        pass
+    finally:
+        alphazero.evaluate_opponents = evaluate_opponents
+    return snapshots
+
+
+def judge(path, games=200, rollouts=1000, seed=123):
+    """A snapshot against random play and pure MCTS with `rollouts` rollouts per move, `games` games each (the
+    agent first in half): win/draw/loss rates with the agent first and second separately."""
+    torch.set_num_threads(1)
+    net, args = alphazero.load(path)
+    row = {}
+    for opponent in ("random", "mcts"):
+        args.rollouts = rollouts
+        start = time.process_time()
+        results = alphazero.evaluate(net, opponent, games, seed=seed, args=args)
+        name = "random" if opponent == "random" else f"mcts{rollouts}"
+        for side, r in (("first", results[0::2]), ("second", results[1::2]), ("all", results)):
+            row[f"{name}_{side}"] = {"win": float(np.mean(r > 0)), "draw": float(np.mean(r == 0)),
+                                     "loss": float(np.mean(r < 0))}
+        row[f"{name}_cpu_s"] = time.process_time() - start
+    return row
+
+
+def hour(cpu_minutes=60, name="hour", **overrides):
+    """The bar: Connect Four at the defaults (but for `overrides`) within 60 CPU-minutes of training. Snapshots
+    every 1,024 games; every other one and the last within the budget are judged (200 games against random and
+    against pure MCTS with 1,000 rollouts), two processes side by side."""
+    snapshots = budget_run(name, cpu_minutes, 1_024, **overrides)
+    within = [s for s in snapshots if s[1] <= cpu_minutes * 60]
+    judged = sorted(set(within[1::2] + within[-1:]))
+    with concurrent.futures.ProcessPoolExecutor(2) as pool:
+        rows = list(pool.map(judge, [path for *_, path in judged]))
+    curve = [{"games": g, "train_cpu_min": cpu / 60} | row for (g, cpu, _), row in zip(judged, rows)]
+    command = "python benchmarks/alphazero.py --part " + name.replace("_", "-")
+    result = {"command": command, "cpu_minutes": cpu_minutes, "overrides": overrides, "snapshots": snapshots,
+              "curve": curve, "final": curve[-1]}
+    print(json.dumps(result["final"]), flush=True)
+    with open(os.path.join(OUT, f"alphazero_{name}.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    if not overrides:  # the defaults' network: the trained Connect Four network of the tests
+        shutil.copy(judged[-1][2], os.path.join(OUT, "..", "..", "tests", "data", "connect4_net.pt"))
+    strength_figure()
+
+
+def strength_figure():
+    """alphazero_strength.png: win rate against pure MCTS with 1,000 rollouts (agent first, second) and against
+    random, by training CPU-minutes, for each --part hour run there is a result of."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, marker in (("hour", "o"), ("hour_64", "s")):
+        if not os.path.exists(os.path.join(OUT, f"alphazero_{name}.json")):
+            continue
+        with open(os.path.join(OUT, f"alphazero_{name}.json")) as f:
+            result = json.load(f)
+        label = "defaults" if name == "hour" else ", ".join(f"{k}={v}" for k, v in result["overrides"].items())
+        x = [row["train_cpu_min"] for row in result["curve"]]
+        for key, color in (("mcts1000_first", "tab:red"), ("mcts1000_second", "tab:purple"),
+                           ("random_all", "tab:blue")):
+            ax.plot(x, [row[key]["win"] for row in result["curve"]], marker=marker, color=color,
+                    linestyle="-" if name == "hour" else "--", label=f"{label}: vs {key.replace('_', ', ')}")
+    ax.axhline(0.9, color="grey", linewidth=0.8)
+    ax.set_xlabel("training CPU-minutes (one core)")
+    ax.set_ylabel("win rate (100 games per colour)")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Connect Four, seed 1: strength against training compute")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(os.path.join(OUT, "alphazero_strength.png"), dpi=100)
+
+ABLATIONS = [{}, {"simulations": 32}, {"simulations": 128}, {"channels": 64}, {"replay_ratio": 8.0},
+             {"replay_ratio": 2.0}, {"replay_window": 6_000}]  # changes from BASE
+BASE = {"simulations": 64}  # the defaults when the ablation ran, 32 since
+
+
+def ablation(cpu_minutes=6):
+    """One change at a time from BASE, each run given the same training CPU (seed 1, stopped at the first 256
+    games past it), its last network judged like the bar's. Rows are written as they come
+    (alphazero_ablation.json)."""
+    rows, out = [], os.path.join(OUT, "alphazero_ablation.json")
+    for k, change in enumerate(ABLATIONS):
+        snapshots = budget_run(f"ablation{k}", cpu_minutes, 256, **(BASE | change))
+        games, train_cpu, path = snapshots[-1]
+        rows.append({"change": change, "games": games, "train_cpu_min": train_cpu / 60} | judge(path))
+        print(json.dumps(rows[-1]), flush=True)
+        with open(out, "w") as f:
+            json.dump({"command": "python benchmarks/alphazero.py --part ablation", "cpu_minutes": cpu_minutes,
+                       "rows": rows}, f, indent=1)
+
+
 def solver_speed(repeats=8):
     """Searched positions (simulations) per CPU-second with and without --solver, interleaved on the same 64 roots
     per game and the same untrained network; --no-solver is the search before the solver, tree for tree."""
@@ -215,13 +340,16 @@ def solver():
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("speed", "tictactoe", "connect4", "strength", "connect4-long", "solver",
-                                           "all"),
+                                           "hour", "hour-64", "ablation", "all"),
                         default="all")
     part = parser.parse_args().part
     torch.set_num_threads(1)
     os.makedirs(OUT, exist_ok=True)
     parts = (("speed", speed), ("tictactoe", tictactoe), ("connect4", connect4), ("strength", strength),
-             ("connect4-long", lambda: connect4(30_000, "alphazero_connect4_long")), ("solver", solver))
+             ("connect4-long", lambda: connect4(30_000, "alphazero_connect4_long")), ("solver", solver), ("hour", hour),
+             ("hour-64", lambda: hour(name="hour_64", simulations=64)),
+             ("ablation", ablation))
     for name, run in parts:
-        if part == name or (part == "all" and name not in ("strength", "connect4-long", "solver")):  # connect4 ends
+        if part == name or (part == "all" and name not in ("strength", "connect4-long", "solver", "hour", "hour-64",
+                                                                  "ablation")):  # connect4 ends
             run()

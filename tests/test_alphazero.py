@@ -238,6 +238,17 @@ def test_agent_plays_a_win_in_one_and_the_only_move_that_does_not_lose_whatever_
     assert (targets[1][~good] == 0).all() and good[np.arange(len(boards)), targets[0]].all()
 
 
+@pytest.mark.parametrize("kind", ["win", "block"])
+def test_trained_connect4_agent_plays_a_win_in_one_and_the_only_move_that_does_not_lose(kind):
+    """tests/data/connect4_net.pt: the network `python benchmarks/alphazero.py --part hour` ends with (60 CPU-minutes
+    at the defaults). On positions from random play, both colours, it plays a win in one wherever there is one, else
+    the block that is the only move that does not lose at once, at its default simulations."""
+    net, args = alphazero.load(os.path.join(REPO, "tests", "data", "connect4_net.pt"))
+    assert (args.game, args.solver, args.eval_simulations) == ("connect4", True, None)
+    boards, good = positions_with(C4, kind, seed=12)
+    moves = alphazero.agent_moves(make_env(*C4), net, args, boards)
+    assert good[np.arange(len(boards)), moves].all(), boards[~good[np.arange(len(boards)), moves]]
+
 @pytest.mark.parametrize("lie", [-1.0, 0.0])
 def test_a_proven_win_two_moves_deep_propagates_to_the_root(lie):
     """X (0, 5) against O (1, 3): only 8 wins (a fork). Once every reply of O to 8 is seen to lose at once, 8 is a

@@ -14,7 +14,8 @@ NOISE = """    if noise is not None:
 SOLVER = " ".join(f"tests/test_alphazero.py::test_{name}" for name in (  # the solver's tests, by node id
     "agent_plays_a_win_in_one_and_the_only_move_that_does_not_lose_whatever_its_network_says",
     "a_proven_win_two_moves_deep_propagates_to_the_root", "winning_moves_match_one_move_lookahead",
-    "terminal_nodes_are_valued_without_network_calls"))
+    "terminal_nodes_are_valued_without_network_calls",
+    "trained_connect4_agent_plays_a_win_in_one_and_the_only_move_that_does_not_lose"))
 SEARCH = """    for _ in range(simulations):
         simulate(tree, game, evaluate_leaves, c_puct)
 """
