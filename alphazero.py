@@ -115,8 +115,7 @@ class Args:
     num_envs: int = 64
     """self-play games played at once (by each torchrun rank); their leaves go through one forward pass"""
     simulations: int = 32
-    """simulations per move in self-play, and in evaluation unless set (Connect Four: 32 beat 64 and 128 at equal
-    training CPU, see the README)"""
+    """simulations per move in self-play, and in evaluation unless set (on Connect Four 32 beat 64 and 128)"""
     eval_simulations: int | None = None
     """the agent's simulations per move in evaluation, --evaluate and --play (none: --simulations)"""
     solver: bool = True
