@@ -83,8 +83,10 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 GAMES = {  # the board, and the settings Args leaves to the game (fields that default to None)
-    "tictactoe": dict(rows=3, cols=3, win_length=3, gravity=False, total_games=3_072, temperature_moves=9),
-    "connect4": dict(rows=6, cols=7, win_length=4, gravity=True, total_games=10_000, temperature_moves=12),
+    "tictactoe": dict(rows=3, cols=3, win_length=3, gravity=False, total_games=3_072, simulations=32,
+                      temperature_moves=9),
+    "connect4": dict(rows=6, cols=7, win_length=4, gravity=True, total_games=10_000, simulations=64,
+                     temperature_moves=12),
 }
 
 
@@ -114,8 +116,8 @@ class Args:
     """self-play games in all (of all torchrun ranks), exact (none: tictactoe 3072, connect4 10000)"""
     num_envs: int = 64
     """self-play games played at once (by each torchrun rank); their leaves go through one forward pass"""
-    simulations: int = 32
-    """simulations per move in self-play, and in evaluation unless set (on Connect Four 32 beat 64 and 128)"""
+    simulations: int | None = None
+    """simulations per move in self-play, and in evaluation unless set (none: tictactoe 32, connect4 64)"""
     eval_simulations: int | None = None
     """the agent's simulations per move in evaluation, --evaluate and --play (none: --simulations)"""
     solver: bool = True

@@ -9,13 +9,13 @@
     python benchmarks/alphazero.py --part solver       # the search with and without proven results (~20 CPU-min)
     python benchmarks/alphazero.py --part hour         # the bar: Connect Four within 60 training CPU-minutes, its
                                                        #   snapshots against MCTS-1000 (~80 CPU-min in all)
-    python benchmarks/alphazero.py --part hour-64      # the same with --simulations 64 (the default until the ablation)
+    python benchmarks/alphazero.py --part hour-32      # the same with --simulations 32 (the ablation's best at 6)
     python benchmarks/alphazero.py --part ablation     # one change at a time, 6 training CPU-minutes each (~80)
 
 Outputs in benchmarks/results/: alphazero_speed.json, alphazero_tictactoe.json, alphazero_connect4.json and
 alphazero_connect4.png (win rates against random and pure MCTS with 100 rollouts, by self-play games); the long
 run writes alphazero_connect4_long.json and .png; the solver part alphazero_solver.json; the hour parts
-alphazero_hour.json, alphazero_hour_64.json and alphazero_strength.png (and the defaults' final network becomes
+alphazero_hour.json, alphazero_hour_32.json and alphazero_strength.png (and the defaults' final network becomes
 tests/data/connect4_net.pt); the ablation alphazero_ablation.json.
 """
 
@@ -246,7 +246,7 @@ def strength_figure():
     """alphazero_strength.png: win rate against pure MCTS with 1,000 rollouts (agent first, second) and against
     random, by training CPU-minutes, for each --part hour run there is a result of."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, marker in (("hour", "o"), ("hour_64", "s")):
+    for name, marker in (("hour", "o"), ("hour_32", "s")):
         if not os.path.exists(os.path.join(OUT, f"alphazero_{name}.json")):
             continue
         with open(os.path.join(OUT, f"alphazero_{name}.json")) as f:
@@ -267,17 +267,16 @@ def strength_figure():
     fig.savefig(os.path.join(OUT, "alphazero_strength.png"), dpi=100)
 
 ABLATIONS = [{}, {"simulations": 32}, {"simulations": 128}, {"channels": 64}, {"replay_ratio": 8.0},
-             {"replay_ratio": 2.0}, {"replay_window": 6_000}]  # changes from BASE
-BASE = {"simulations": 64}  # the defaults when the ablation ran, 32 since
+             {"replay_ratio": 2.0}, {"replay_window": 6_000}]  # changes from the defaults
 
 
 def ablation(cpu_minutes=6):
-    """One change at a time from BASE, each run given the same training CPU (seed 1, stopped at the first 256
+    """One change at a time from the defaults, each run given the same training CPU (seed 1, stopped at the first 256
     games past it), its last network judged like the bar's. Rows are written as they come
     (alphazero_ablation.json)."""
     rows, out = [], os.path.join(OUT, "alphazero_ablation.json")
     for k, change in enumerate(ABLATIONS):
-        snapshots = budget_run(f"ablation{k}", cpu_minutes, 256, **(BASE | change))
+        snapshots = budget_run(f"ablation{k}", cpu_minutes, 256, **change)
         games, train_cpu, path = snapshots[-1]
         rows.append({"change": change, "games": games, "train_cpu_min": train_cpu / 60} | judge(path))
         print(json.dumps(rows[-1]), flush=True)
@@ -340,16 +339,16 @@ def solver():
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("speed", "tictactoe", "connect4", "strength", "connect4-long", "solver",
-                                           "hour", "hour-64", "ablation", "all"),
+                                           "hour", "hour-32", "ablation", "all"),
                         default="all")
     part = parser.parse_args().part
     torch.set_num_threads(1)
     os.makedirs(OUT, exist_ok=True)
     parts = (("speed", speed), ("tictactoe", tictactoe), ("connect4", connect4), ("strength", strength),
              ("connect4-long", lambda: connect4(30_000, "alphazero_connect4_long")), ("solver", solver), ("hour", hour),
-             ("hour-64", lambda: hour(name="hour_64", simulations=64)),
+             ("hour-32", lambda: hour(name="hour_32", simulations=32)),
              ("ablation", ablation))
     for name, run in parts:
-        if part == name or (part == "all" and name not in ("strength", "connect4-long", "solver", "hour", "hour-64",
+        if part == name or (part == "all" and name not in ("strength", "connect4-long", "solver", "hour", "hour-32",
                                                                   "ablation")):  # connect4 ends
             run()
