@@ -383,7 +383,7 @@ def test_checkpoint_loads_with_weights_only_and_evaluates(capsys):
     assert checkpoint["script"] == "sac" and checkpoint["global_step"] == 40 and checkpoint["args"]["seed"] == 1
     assert checkpoint["replay_buffer"]["obs"].shape == (40, 2)  # the filled rows, not the 1M-row buffer
     assert os.path.getsize(metrics["checkpoint"]) < 5e6  # not the 28 MB storage behind a view of those rows
-    assert set(checkpoint["rng"]) >= {"python", "numpy", "torch"} and "action_space_rng" in checkpoint
+    assert set(checkpoint["ranks"][0]["rng"]) >= {"python", "numpy", "torch"} and "action_space_rng" in checkpoint
     assert checkpoint["log_alpha"].exp().item() == pytest.approx(metrics["alpha"])
     returns = sac.evaluate_checkpoint(Args(evaluate=metrics["checkpoint"], eval_episodes=2))
     assert returns.mean() == pytest.approx(metrics["eval/episodic_return"])
@@ -391,7 +391,7 @@ def test_checkpoint_loads_with_weights_only_and_evaluates(capsys):
     assert re.fullmatch(r"evaluation of .*checkpoint.pt on SacChain-v0: mean return -?[\d.]+ ± [\d.]+ over 2 "
                         r"episodes", out[-1])
     assert out[-4].startswith("finished 40 steps in 0:00:") and "final evaluation return" in out[-4]
-    with pytest.raises(SystemExit, match="error: --evaluate .*: its actor does not fit Pendulum-v1's spaces"):
+    with pytest.raises(SystemExit, match="error: --evaluate: the checkpoint's networks do not fit Pendulum-v1's "):
         sac.evaluate_checkpoint(Args(evaluate=metrics["checkpoint"]), "Pendulum-v1")
     assert out[-3] == f"run folder: {metrics['run_dir']}   (tensorboard --logdir runs)"
     assert out[-2] == f"checkpoint: {metrics['checkpoint']}"
@@ -399,13 +399,13 @@ def test_checkpoint_loads_with_weights_only_and_evaluates(capsys):
 
 def test_nan_stops_in_one_line_and_keeps_the_last_good_checkpoint(monkeypatch, capsys):
     saved = []
-    save = sac.save_checkpoint
+    save = sac.Run.save
 
-    def recording_save(path, *args):
-        save(path, *args)
-        saved.append(open(path, "rb").read())
+    def recording_save(run, *args, **kwargs):
+        save(run, *args, **kwargs)
+        saved.append(open(run.path, "rb").read())
 
-    monkeypatch.setattr(sac, "save_checkpoint", recording_save)
+    monkeypatch.setattr(sac.Run, "save", recording_save)
     with pytest.raises(SystemExit) as exit_info:
         train(chain_args(policy_lr=1e30, q_lr=1e30, checkpoint_every=12, log_every=1))
     assert exit_info.value.code == 1 and len(saved) == 1
@@ -427,10 +427,9 @@ def test_a_failing_video_keeps_the_checkpoint(monkeypatch, capsys):
 
 
 def test_run_folders_are_unique():
-    args = chain_args()
-    first, second = sac.make_run_dir(args), sac.make_run_dir(args)
-    assert first != second and second.startswith(first) and re.fullmatch(
-        r"runs/SacChain-v0__sac__1__\d{8}-\d{6}", first)
+    first, second = (train(chain_args(total_timesteps=8, learning_starts=4))["run_dir"] for _ in range(2))
+    assert first != second and re.fullmatch(r"runs/SacChain-v0__sac__1__\d{8}-\d{6}(-2)?", first)
+    assert sac.new_folder("runs", "x") == "runs/x" and sac.new_folder("runs", "x") == "runs/x-2"
 
 
 def write(path: str, obj) -> str:
@@ -442,7 +441,7 @@ def write(path: str, obj) -> str:
     (lambda: "nowhere.pt", "error: --resume nowhere.pt: no such file"),
     (lambda: os.makedirs("folder") or "folder", "error: --resume folder: is a directory"),
     (lambda: open("junk.pt", "w").write("junk") and "junk.pt", "error: --resume junk.pt: not a duet checkpoint"),
-    (lambda: write("plain.pt", {"a": 1}), "error: --resume plain.pt: not a duet checkpoint (no \"script\" key)"),
+    (lambda: write("plain.pt", {"a": 1}), "error: --resume plain.pt: not a duet checkpoint (no 'script' entry)"),
     (lambda: write("td3.pt", {"script": "td3"}), "error: --resume td3.pt: a checkpoint of td3.py, not sac.py"),
 ])
 def test_bad_checkpoint_paths_exit_with_one_line(make_path, message):
@@ -500,7 +499,7 @@ def test_help_documents_every_argument(monkeypatch, capsys):
     for field, doc in docs.items():
         assert "\n" not in doc, field
         assert f"--{field.replace('_', '-')}" in help_text and " ".join(doc.split()) in help_text, field
-    assert "{None}|STR (none: a new run)" in help_text and "use_deterministic_algorithms(True" in help_text
+    assert "{None}|STR" in help_text and "use_deterministic_algorithms(True" in help_text
 
 
 # ---- the script as a user runs it --------------------------------------------------------------------------------
@@ -519,9 +518,9 @@ def test_cli_run_with_headless_video_and_tensorboard():
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr  # no warnings, no "out of date", no SDL noise
     lines = result.stdout.strip().splitlines()
-    assert lines[0] == "device: cpu" and lines[-3].startswith("finished 200 steps in 0:")
+    assert lines[0] == "device: cpu" and lines[-4].startswith("finished 200 steps in 0:")
     run_dir = only_run_dir()
-    assert lines[-1] == f"checkpoint: {run_dir}/checkpoint.pt"
+    assert lines[-2:] == [f"checkpoint: {run_dir}/checkpoint.pt", f"videos: {run_dir}/videos"]
     scalars = read_scalars(run_dir)
     assert [step for step, _ in scalars["eval/episodic_return"]] == [100, 200]
     assert [step for step, _ in scalars["losses/qf_loss"]] == [150, 200]
@@ -579,3 +578,72 @@ def test_sigkill_then_resume_gives_one_continuous_curve():
     assert [s for s, _ in scalars["charts/episodic_length"]] == ended
     assert [s for s, _ in scalars["losses/qf_loss"]] == list(range(60, 401, 20))
     assert [s for s, _ in scalars["eval/episodic_return"]] == [200, 400]
+
+
+# ---- issue 22 audit: training acts with sampled actions; the actor's gradient goes through the reparameterisation --
+# The expected values are computed here, in float64, from the networks' weights and the formulas of the chapter (a
+# ReLU MLP for mu and log sigma, u = mu + sigma eps, a = tanh(u) scale + centre): never through Actor.get_action.
+
+def audit_gaussian(weights: dict, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """mu(s) and log sigma(s) (clamped to [-20, 2]) of an actor's weights, in float64, by hand."""
+    x = obs.double()
+    for k in (0, 2):
+        x = torch.relu(x @ weights[f"backbone.{k}.weight"].T + weights[f"backbone.{k}.bias"])
+    mean = x @ weights["mean_layer.weight"].T + weights["mean_layer.bias"]
+    return mean, (x @ weights["log_std_layer.weight"].T + weights["log_std_layer.bias"]).clamp(-20, 2)
+
+
+def audit_q(weights: dict, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """min(Q_1, Q_2)(s, a) of a critic's weights, in float64, by hand: two 2-hidden-layer ReLU MLPs on [s, a]."""
+    qs = []
+    for head in ("q1", "q2"):
+        x = torch.cat([obs.double(), actions], -1)
+        for k in (0, 2):
+            x = torch.relu(x @ weights[f"{head}.{k}.weight"].T + weights[f"{head}.{k}.bias"])
+        qs.append((x @ weights[f"{head}.4.weight"].T + weights[f"{head}.4.bias"]).squeeze(-1))
+    return torch.minimum(*qs)
+
+
+def test_audit_after_the_random_phase_training_acts_with_sampled_actions():
+    """400 actions after the 12 random ones, from an actor that a learning rate of 1e-12 keeps as it started:
+    eps = (atanh(a) - mu(s)) / sigma(s) must look like N(0, 1) draws, not the zeros of the squashed mean action."""
+    metrics = train(chain_args(env_id="SacChainFixed-v0", total_timesteps=412, policy_lr=1e-12,
+                               updates_per_step=0.05))
+    checkpoint = torch.load(metrics["checkpoint"], weights_only=True)
+    obs, actions = (checkpoint["replay_buffer"][name][12:] for name in ("obs", "actions"))
+    assert len(actions) == 400  # bounds [-1, 1]: a = tanh(u)
+    weights = {name: w.double() for name, w in checkpoint["actor"].items()}
+    mean, log_std = audit_gaussian(weights, obs)
+    eps = (torch.atanh(actions.double().clamp(-1 + 1e-7, 1 - 1e-7)) - mean) / log_std.exp()
+    assert (eps.abs() > 1e-3).float().mean() > 0.9  # not mu(s)
+    assert abs(eps.mean().item()) < 0.2  # 4 standard errors of the mean of 400 N(0, 1) draws
+    assert 0.85 < eps.std().item() < 1.15  # ~4 standard errors of their standard deviation
+
+
+def test_audit_actor_gradient_goes_through_the_reparameterised_sample():
+    """The actor's gradient against one computed by hand: eps from the same seed, u = mu + sigma eps, a = tanh(u)
+    rescaled, J = mean(alpha log pi(a|s) - min_j Q_j(s, a)) with the tanh and affine corrections, differentiated
+    with a depending on the actor's weights through u. A sample without the reparameterisation (u.sample(), or
+    u detached) gives the same loss but another gradient."""
+    actor, critic, _ = nets(1)
+    obs = a_batch()[0]
+    low, high = (torch.tensor(b, dtype=torch.float64) for b in (BOUNDS.low, BOUNDS.high))
+    scale, centre = (high - low) / 2, (high + low) / 2
+    weights = {name: p.detach().double().requires_grad_() for name, p in actor.named_parameters()}
+    torch.manual_seed(5)
+    eps = torch.randn(16, 3).double()
+    mean, log_std = audit_gaussian(weights, obs)
+    u = mean + log_std.exp() * eps
+    log_prob = (-0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+                - torch.log(1 - torch.tanh(u) ** 2) - scale.log()).sum(-1)
+    q = audit_q({name: w.detach().double() for name, w in critic.state_dict().items()}, obs,
+                torch.tanh(u) * scale + centre)
+    expected = (0.5 * log_prob - q).mean()
+    grads = dict(zip(weights, torch.autograd.grad(expected, list(weights.values()))))
+    torch.manual_seed(5)
+    loss, _ = update_actor(obs, actor, critic, torch.optim.SGD(actor.parameters(), lr=0.0),
+                           torch.tensor(math.log(0.5)))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    for name, p in actor.named_parameters():
+        assert torch.allclose(p.grad.double(), grads[name], rtol=1e-3, atol=1e-6), name
+    assert grads["mean_layer.bias"].abs().max() > 1e-2  # a gradient the test can see

@@ -22,7 +22,7 @@ import tyro
 from helpers import REPO, only_run_dir, read_scalars, read_tags, run_script
 
 import td3
-from td3 import Actor, Args, ReplayBuffer, TwinCritic, evaluate, train
+from td3 import Actor, Args, ReplayBuffer, TwinCritic, train
 
 HOPPER_OBS = gym.spaces.Box(-np.inf, np.inf, (11,), np.float64)
 HOPPER_ACT = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
@@ -249,7 +249,7 @@ def test_help_documents_every_argument(capsys):
     for field, doc in docs.items():  # ...and --help shows it, on one line each (no newline in the docstring)
         assert "\n" not in doc and squeeze("--" + field.replace("_", "-")) in help_text, field
         assert squeeze(doc) in help_text, field
-    assert squeeze("(none: a new run)") in help_text and squeeze("use_deterministic_algorithms(True") in help_text
+    assert squeeze("use_deterministic_algorithms(True") in help_text
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -328,23 +328,23 @@ def test_checkpoint_loads_back_with_weights_only_and_evaluates_as_the_run_did():
     metrics = train(chain_args())
     checkpoint = torch.load(metrics["checkpoint"], weights_only=True)
     assert set(checkpoint) >= {"script", "args", "global_step", "num_updates", "actor", "critic", "actor_target",
-                               "critic_target", "actor_optimizer", "critic_optimizer", "replay_buffer", "rng"}
+                               "critic_target", "actor_optimizer", "critic_optimizer", "replay_buffer", "ranks"}
     assert checkpoint["script"] == "td3" and checkpoint["args"]["env_id"] == CHAIN
     assert checkpoint["replay_buffer"]["obs"].shape == (48, 2)  # the filled rows only
-    returns = evaluate(metrics["checkpoint"], CHAIN, episodes=1, seed=1 + 10_000)
+    returns = td3.evaluate_checkpoint(Args(evaluate=metrics["checkpoint"], eval_episodes=1), CHAIN)
     assert np.mean(returns) == pytest.approx(metrics["eval/episodic_return"], rel=1e-6)
 
 
 def test_resume_at_an_update_boundary_is_exact(monkeypatch):
     """Checkpoints every 8 steps (Chain's episodes end there too): resumed at step 24, the run's networks,
     optimizers and replay buffer at step 48 equal those of the run that was never stopped."""
-    original = td3.save_checkpoint
+    original = td3.Run.save
 
-    def save_and_keep(path, state, modules):
-        original(path, state, modules)
-        shutil.copy(path, f"{path}.{state['global_step']}")
+    def save_and_keep(run, *args, **kwargs):
+        original(run, *args, **kwargs)
+        shutil.copy(run.path, f"{run.path}.{run.step}")
 
-    monkeypatch.setattr(td3, "save_checkpoint", save_and_keep)
+    monkeypatch.setattr(td3.Run, "save", save_and_keep)
     path = train(chain_args(checkpoint_every=8, eval_every=16))["checkpoint"]
     uninterrupted = torch.load(path, weights_only=True)
     time.sleep(1 - time.time() % 1)  # a later second: TensorBoard reads event files in the order of their names
@@ -365,13 +365,13 @@ def test_resume_at_an_update_boundary_is_exact(monkeypatch):
 
 def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(monkeypatch, capsys):
     saved = {}
-    original = td3.save_checkpoint
+    original = td3.Run.save
 
-    def save_and_read(path, state, modules):
-        original(path, state, modules)
-        saved[state["global_step"]] = open(path, "rb").read()
+    def save_and_read(run, *args, **kwargs):
+        original(run, *args, **kwargs)
+        saved[run.step] = open(run.path, "rb").read()
 
-    monkeypatch.setattr(td3, "save_checkpoint", save_and_read)
+    monkeypatch.setattr(td3.Run, "save", save_and_read)
     with pytest.raises(SystemExit) as exit_:
         train(chain_args(policy_lr=1e30, q_lr=1e30, checkpoint_every=8, log_every=4))
     assert exit_.value.code == 1 and list(saved) == [8]  # the last checkpoint before learning started
@@ -387,7 +387,7 @@ def test_a_failing_video_is_a_warning_after_the_checkpoint(monkeypatch, capsys):
 
     monkeypatch.setattr(gym.wrappers, "RecordVideo", no_video)
     metrics = train(chain_args(capture_video=True))
-    assert "warning: video not recorded: no display here" in capsys.readouterr().out
+    assert "warning: video not recorded: no display here" in capsys.readouterr().err
     assert os.path.isfile(metrics["checkpoint"]) and np.isfinite(metrics["eval/episodic_return"])
 
 
@@ -407,13 +407,20 @@ def test_bad_checkpoint_paths_exit_with_one_line(kind, tmp_path):
     assert "weights_only" not in str(exit_.value.code)
 
 
-def test_a_checkpoint_is_never_written_with_a_non_finite_parameter(tmp_path):
-    actor = Actor(HOPPER_OBS, HOPPER_ACT)
-    with torch.no_grad():
-        actor.net[0].weight[0, 0] = float("nan")
-    with pytest.raises(FloatingPointError):
-        td3.save_checkpoint(str(tmp_path / "checkpoint.pt"), {"script": "td3"}, {"actor": actor})
-    assert os.listdir(tmp_path) == []
+def test_a_checkpoint_is_never_written_with_a_non_finite_parameter(monkeypatch, capsys):
+    """A target network gone NaN (the losses stay finite): the checkpoint after it is refused, the one before kept."""
+    def poisoning_polyak_update(net, target, tau):
+        with torch.no_grad():
+            next(target.parameters())[0] = float("nan")
+
+    monkeypatch.setattr(td3, "polyak_update", poisoning_polyak_update)
+    with pytest.raises(SystemExit) as exit_:
+        train(chain_args(checkpoint_every=8, log_every=1000))  # learning (and the poison) from step 9 on; no logs
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 1 and re.fullmatch(r"error: a parameter is not finite at step 16; stopped\. The last "
+                                                  r"good checkpoint: runs/\S+/checkpoint\.pt", err), err
+    checkpoint = torch.load(glob.glob("runs/*/checkpoint.pt")[0], weights_only=True)
+    assert checkpoint["global_step"] == 8 and glob.glob("runs/*/checkpoint.pt*") == glob.glob("runs/*/checkpoint.pt")
 
 
 def test_critic_update_against_a_hand_computed_loss():
@@ -519,7 +526,7 @@ def test_sigkill_after_a_checkpoint_then_resume_finishes_with_one_curve():
     assert killed_at < 600
     result = run_script("td3.py", "--resume", path)
     assert result.returncode == 0, result.stderr
-    assert f"resumed {path} at step {killed_at:,}" in result.stdout and "finished 600 steps" in result.stdout
+    assert f"resuming {path} at step {killed_at:,}" in result.stdout and "finished 600 steps" in result.stdout
     scalars = read_scalars(os.path.dirname(path))
     for tag, values in scalars.items():
         steps = [step for step, _ in values]
@@ -546,3 +553,84 @@ def test_compiled_updates_equal_eager_updates(monkeypatch):
         results.append(losses + [p.detach() for p in (*a.parameters(), *c.parameters())])
     for eager, compiled in zip(*results):
         torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+
+
+# ---- issue 22 audit: the actor, not its target, is what an evaluation runs --------------------------------------
+# Each expected return below is a rollout written here: mu(s) computed by hand from the checkpoint's weights (a
+# ReLU MLP with a tanh output rescaled to the bounds), never through td3.evaluate or td3.Actor.forward.
+
+ECHO = "DuetEchoTD3-v0"
+
+
+class Echo(gym.Env):
+    """obs = [t, 1] at step t of an episode; reward = the action, in [1, 5]; the registered TimeLimit ends every
+    episode after 3 steps. An episode's return is the sum of mu([0, 1]), mu([1, 1]) and mu([2, 1])."""
+
+    observation_space = gym.spaces.Box(0, np.inf, (2,), np.float32)
+    action_space = gym.spaces.Box(1, 5, (1,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0, 1], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([self.t, 1], np.float32), float(action[0]), False, False, {}
+
+
+if ECHO not in gym.registry:
+    gym.register(ECHO, entry_point=Echo, max_episode_steps=3)
+
+
+def audit_mu(state: dict, obs) -> torch.Tensor:
+    """mu(s) of an actor's state dict, by hand: tanh(W3 relu(W2 relu(W1 s + b1) + b2) + b3) * scale + centre."""
+    x = torch.as_tensor(obs, dtype=torch.float32)
+    for k in (0, 2):
+        x = torch.relu(torch.nn.functional.linear(x, state[f"net.{k}.weight"], state[f"net.{k}.bias"]))
+    x = torch.tanh(torch.nn.functional.linear(x, state["net.4.weight"], state["net.4.bias"]))
+    return x * state["action_scale"] + state["action_bias"]
+
+
+def audit_rollouts(state: dict, env_id: str, episodes: int, seed: int) -> float:
+    """The mean undiscounted return of a = mu(s) from `state`, episode k seeded seed + k."""
+    env, returns = gym.make(env_id), []
+    for k in range(episodes):
+        obs, _ = env.reset(seed=seed + k)
+        total, done = 0.0, False
+        while not done:
+            with torch.no_grad():
+                action = audit_mu(state, obs[None])[0].numpy()
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total, done = total + float(reward), terminated or truncated
+        returns.append(total)
+    env.close()
+    return float(np.mean(returns))
+
+
+def test_audit_the_final_evaluation_runs_the_actor_not_its_target():
+    metrics = train(chain_args(env_id=ECHO))
+    checkpoint = torch.load(metrics["checkpoint"], weights_only=True)  # written just before the final evaluation
+    actor, target = (audit_rollouts(checkpoint[name], ECHO, 1, 0) for name in ("actor", "actor_target"))
+    assert abs(actor - target) > 1e-3  # the two differ enough for the test to tell them apart
+    assert metrics["eval/episodic_return"] == pytest.approx(actor, rel=1e-6)
+    step, logged = read_scalars(metrics["run_dir"])["eval/episodic_return"][-1]
+    assert step == 48 and logged == pytest.approx(actor, rel=1e-6)
+
+
+def test_audit_evaluate_runs_the_checkpoints_actor_not_its_target():
+    """`td3.py --evaluate` as a user runs it, on a checkpoint whose target actor is far from its actor."""
+    path = train(chain_args(env_id="Pendulum-v1", seed=3))["checkpoint"]
+    checkpoint = torch.load(path, weights_only=True)
+    torch.manual_seed(0)
+    spaces = gym.spaces.Box(-np.inf, np.inf, (3,)), gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
+    checkpoint["actor_target"] = Actor(*spaces).state_dict()
+    torch.save(checkpoint, path)
+    actor, target = (audit_rollouts(checkpoint[name], "Pendulum-v1", 2, 3 + 10_000) for name in ("actor",
+                                                                                                "actor_target"))
+    assert abs(actor - target) > 1.0  # the test can tell them apart at the one decimal printed
+    result = run_script("td3.py", "--evaluate", path, "--eval-episodes", "2")
+    assert result.returncode == 0, result.stderr
+    match = re.search(r"mean return (-?[\d.]+) ± [\d.]+ over 2 episodes", result.stdout)
+    assert match, result.stdout
+    assert float(match[1]) == pytest.approx(actor, abs=0.051)

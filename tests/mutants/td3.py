@@ -30,6 +30,9 @@ CATCHER = {  # the fast test written to catch each mutant
     'resume_without_rng_states': 'exact',
     'losses_not_checked': 'a_nan',
     'checkpoint_written_with_nan': 'non_finite',
+    # issue 22 audit
+    'final_evaluation_of_the_target_actor': 'audit_the_final_evaluation',
+    'evaluate_loads_the_target_actor': 'audit_evaluate_runs',
 }
 MUTANTS = [(name, old, new, f"{FAST.split(' -k ')[0]} -k {CATCHER[name]}") for name, old, new in [
     ("target_with_online_critic", "y = td_target(rewards, terminations, critic_target(next_obs, next_actions)",
@@ -37,15 +40,15 @@ MUTANTS = [(name, old, new, f"{FAST.split(' -k ')[0]} -k {CATCHER[name]}") for n
     ("target_action_at_s", "smoothed_target_action(actor_target, next_obs, args.policy_noise",
      "smoothed_target_action(actor_target, obs, args.policy_noise"),
     ("target_with_online_actor", "critic_step(batch, actor_target, critic,", "critic_step(batch, actor, critic,"),
-    ("no_target_update", "polyak_update(actor, actor_target, args.tau)\n                        polyak_update("
+    ("no_target_update", "polyak_update(actor, actor_target, args.tau)\n                    polyak_update("
      "critic, critic_target, args.tau)", "pass"),
-    ("no_critic_target_update", "\n                        polyak_update(critic, critic_target, args.tau)", ""),
-    ("truncation_stored_as_termination", "next_obs, infos), terminations)  # not truncated",
+    ("no_critic_target_update", "\n                    polyak_update(critic, critic_target, args.tau)", ""),
+    ("truncation_stored_as_termination", "next_obs, infos), terminations)  # store; not truncated",
      "next_obs, infos), terminations | truncations)"),
     ("reset_obs_stored_as_next_obs", "rb.add(obs, actions, rewards, final_observations(next_obs, infos),",
      "rb.add(obs, actions, rewards, next_obs,"),
-    ("final_obs_as_next_state", "            obs = next_obs\n",
-     "            obs = final_observations(next_obs, infos)\n"),
+    ("final_obs_as_next_state", "        obs = next_obs\n",
+     "        obs = final_observations(next_obs, infos)\n"),
     ("no_delayed_updates", "if num_updates % args.policy_frequency == 0:", "if True:"),
     ("no_target_smoothing", "next_actions = smoothed_target_action(actor_target, next_obs, args.policy_noise, "
      "args.noise_clip)", "next_actions = actor_target(next_obs)"),
@@ -61,7 +64,12 @@ MUTANTS = [(name, old, new, f"{FAST.split(' -k ')[0]} -k {CATCHER[name]}") for n
     ("target_ignores_termination", "gamma * (1 - terminations) * next_q", "gamma * next_q"),
     ("actor_on_next_obs", "actor_step(batch[0],", "actor_step(batch[3],"),
     ("polyak_tau_inverted", "list(net.parameters()), tau)", "list(net.parameters()), 1 - tau)"),
-    ("resume_without_rng_states", '        set_rng_states(checkpoint["rng"], envs)', "        pass"),
-    ("losses_not_checked", "if not math.isfinite(loss):", "if False:"),
-    ("checkpoint_written_with_nan", "        raise FloatingPointError", "        pass  # FloatingPointError"),
+    ("resume_without_rng_states", '        set_rng_states(mine["rng"])', "        pass"),
+    ("losses_not_checked", "if not math.isfinite(value):", "if False:"),
+    ("checkpoint_written_with_nan", "        if not all(torch.isfinite(p).all() for p in params):",
+     "        if False:"),
+    # issue 22 audit
+    ("final_evaluation_of_the_target_actor", "run.finish(global_step, lambda video: evaluate(actor,",
+     "run.finish(global_step, lambda video: evaluate(actor_target,"),
+    ("evaluate_loads_the_target_actor", 'checkpoint["actor"], env_id)', 'checkpoint["actor_target"], env_id)'),
 ]]
