@@ -1,0 +1,59 @@
+"""benchmarks/mujoco.py, the resumable matrix runner, on a tiny matrix (td3 on Pendulum, two seeds, 1000 steps):
+interrupted during its second run, then given the same command again, it finishes without redoing the first."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+from helpers import REPO
+
+RUNNER = os.path.join(REPO, "benchmarks", "mujoco.py")
+
+
+def command(tmp_path) -> list[str]:
+    return [sys.executable, RUNNER, "--scripts", "td3", "--env-ids", "Pendulum-v1", "--seeds", "1", "2",
+            "--total-timesteps", "1000", "--checkpoint-every", "100", "--jobs", "1", "--runs-dir",
+            str(tmp_path / "runs"), "--results", str(tmp_path / "results"), "--learning-starts", "100",
+            "--eval-every", "100", "--eval-episodes", "1", "--batch-size", "16"]
+
+
+def test_interrupted_matrix_resumes_and_skips_finished_runs(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    first, second = tmp_path / "results" / "td3_pendulum_seed1.json", tmp_path / "results" / "td3_pendulum_seed2.json"
+    proc = subprocess.Popen(command(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:  # the first run done, the second one checkpointed
+        if first.exists() and glob.glob(str(tmp_path / "runs" / "td3_pendulum_seed2" / "runs" / "*" / "checkpoint.pt")):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "stopped td3_pendulum_seed2 (checkpointed; the same command resumes it)" in out, out
+    assert first.exists() and not second.exists()
+    before = first.read_bytes()
+    (checkpoint,) = glob.glob(str(tmp_path / "runs" / "td3_pendulum_seed2" / "runs" / "*" / "checkpoint.pt"))
+    interrupted_at = torch.load(checkpoint, weights_only=True)["global_step"]
+    assert 0 < interrupted_at < 1000
+
+    result = subprocess.run(command(tmp_path), capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("1 of 2 runs finished; 1 to go")
+    assert lines[1].startswith("resuming td3_pendulum_seed2") and "starting" not in result.stdout
+    assert first.read_bytes() == before  # the finished run was not run again
+    log = open(tmp_path / "runs" / "td3_pendulum_seed2" / "log.txt").read()
+    assert f"resuming {checkpoint} at step {interrupted_at:,}" in log
+    for path, seed in ((first, 1), (second, 2)):
+        data = json.loads(path.read_text())
+        assert data["script"] == "td3" and data["env_id"] == "Pendulum-v1" and data["seed"] == seed
+        assert data["total_timesteps"] == 1000 and data["cpu_seconds"] > 0 and data["commit"]
+        assert [step for step, _ in data["eval"]] == list(range(100, 1001, 100))  # every evaluation, once
+        assert all(isinstance(value, float) for _, value in data["eval"])
+    final = float(log.split("final evaluation return ")[-1].split()[0].replace(",", ""))
+    assert round(json.loads(second.read_text())["eval"][-1][1], 1) == final  # the script's own closing line
