@@ -190,16 +190,16 @@ def test_train_wiring(env_id, chains, monkeypatch):
                         "target": target}
         return target
 
-    def spy_save_checkpoint(path, args, global_step, *rest):
-        checkpoints.append(global_step)
-        return save_checkpoint(path, args, global_step, *rest)
+    def spy_save(run, *args, **kwargs):
+        checkpoints.append(run.step)
+        return save(run, *args, **kwargs)
 
-    save_checkpoint = ac.save_checkpoint
+    save = ac.Run.save
     monkeypatch.setattr(ac, "Actor", RecordingActor)
     monkeypatch.setattr(ac, "Critic", RecordingCritic)
     monkeypatch.setattr(ac, "env_actions", spy_env_actions)
     monkeypatch.setattr(ac, "td_target", spy_td_target)
-    monkeypatch.setattr(ac, "save_checkpoint", spy_save_checkpoint)
+    monkeypatch.setattr(ac.Run, "save", spy_save)
     monkeypatch.setattr(ac, "evaluate", lambda *args: evaluations.append(args[1:]) or np.zeros(1))
     args = Args(env_id=env_id, num_envs=3, total_timesteps=120, gamma=0.9, actor_lr=1e-3, critic_lr=1e-2,
                 log_every=1, eval_every=30, checkpoint_every=45, cuda=False)
@@ -243,7 +243,7 @@ def test_train_wiring(env_id, chains, monkeypatch):
         ends["truncated"] += int(((k_next == 5) & (terminated == 0)).sum())
         s = torch.where(ended[:, None], torch.zeros(2), torch.stack([x_next, k_next], 1))
     assert ends["terminated"] >= 3 and ends["truncated"] >= 3
-    assert evaluations == [(env_id, 10, 10_001)] * 3 + [(env_id, 10, 10_001, None)]  # at 30, 60, 90 and the end
+    assert evaluations == [(env_id, 10, 10_001, None)] * 4  # at 30, 60, 90 and the end
     assert [step for step, _ in losses["eval/episodic_return"]] == [30, 60, 90, 120]
     assert checkpoints == [45, 90, 120]
 
@@ -255,12 +255,12 @@ def test_exact_resume_and_one_continuous_curve(chains, monkeypatch):
     run's events after step 30 are dropped, so each tag's steps still rise strictly."""
     copies = {}
 
-    def keep_copies(path, args, global_step, *rest):
-        save_checkpoint(path, args, global_step, *rest)
-        copies[global_step] = shutil.copy(path, f"{path}.{global_step}")
+    def keep_copies(run, *args, **kwargs):
+        save(run, *args, **kwargs)
+        copies[run.step] = shutil.copy(run.path, f"{run.path}.{run.step}")
 
-    save_checkpoint = ac.save_checkpoint
-    monkeypatch.setattr(ac, "save_checkpoint", keep_copies)
+    save = ac.Run.save
+    monkeypatch.setattr(ac.Run, "save", keep_copies)
     args = Args(env_id="ChainLong-v0", num_envs=3, total_timesteps=60, checkpoint_every=30, log_every=2,
                 eval_every=30, eval_episodes=1, cuda=False)
     uninterrupted = train(args)
@@ -285,17 +285,17 @@ def test_checkpoint_flushes_tensorboard_with_it(chains, monkeypatch):
     """A crash right after a checkpoint keeps the curves up to it: at the next update they are on disk."""
     checkpoints, on_disk = [], []
 
-    def spy_save_checkpoint(path, args, global_step, *rest):
-        checkpoints.append((os.path.dirname(path), global_step))
-        return save_checkpoint(path, args, global_step, *rest)
+    def spy_save(run, *args, **kwargs):
+        checkpoints.append((run.dir, run.step))
+        return save(run, *args, **kwargs)
 
     def spy_td_target(*args):
         if checkpoints and not on_disk:
             on_disk.append(read_scalars(checkpoints[0][0])["losses/actor_loss"][-1][0])
         return td_target(*args)
 
-    save_checkpoint = ac.save_checkpoint
-    monkeypatch.setattr(ac, "save_checkpoint", spy_save_checkpoint)
+    save = ac.Run.save
+    monkeypatch.setattr(ac.Run, "save", spy_save)
     monkeypatch.setattr(ac, "td_target", spy_td_target)
     train(Args(env_id="ChainLong-v0", num_envs=3, total_timesteps=30, checkpoint_every=9, log_every=1,
                eval_every=30, eval_episodes=1, cuda=False))
@@ -305,13 +305,14 @@ def test_checkpoint_flushes_tensorboard_with_it(chains, monkeypatch):
 def test_checkpoint_loads_back_with_weights_only():
     metrics = train(Args(total_timesteps=2000, eval_every=2000, eval_episodes=3, cuda=False))
     checkpoint = torch.load(metrics["checkpoint"], weights_only=True)
-    assert set(checkpoint) == {"script", "args", "global_step", "actor", "critic", "actor_optimizer",
-                               "critic_optimizer", "recent_returns", "rng"}
+    assert set(checkpoint) == {"script", "args", "global_step", "finished", "recent_returns", "world_size", "ranks",
+                               "actor", "critic", "actor_optimizer", "critic_optimizer"}
+    assert set(checkpoint["ranks"][0]["rng"]) >= {"python", "numpy", "torch"} and checkpoint["finished"]
     assert checkpoint["script"] == "ac" and checkpoint["args"]["total_timesteps"] == 2000
     assert checkpoint["global_step"] == 2000 and not os.path.exists(metrics["checkpoint"] + ".tmp")
     critic = Critic(4)
     critic.load_state_dict(checkpoint["critic"])
-    returns = evaluate_checkpoint(Args(evaluate=metrics["checkpoint"], eval_episodes=3), env_id_given=False)
+    returns = evaluate_checkpoint(Args(evaluate=metrics["checkpoint"], eval_episodes=3))
     assert np.mean(returns) == pytest.approx(metrics["eval/episodic_return"])  # the run's own final evaluation
 
 
@@ -333,23 +334,24 @@ def test_evaluate_seeds_episode_k_with_seed_plus_k():
     assert both[0] == evaluate(actor, "CartPole-v1", episodes=1, seed=5)[0]
 
 
-def test_nan_stops_with_one_line_and_keeps_the_last_good_checkpoint(monkeypatch):
+def test_nan_stops_with_one_line_and_keeps_the_last_good_checkpoint(monkeypatch, capsys):
     """After the first checkpoint (step 32) the actor's step size becomes 1e30: the next losses are not finite."""
     saved = []
 
-    def poison_after_saving(path, args, global_step, actor, critic, actor_optimizer, *rest):
-        save_checkpoint(path, args, global_step, actor, critic, actor_optimizer, *rest)
-        saved.append(open(path, "rb").read())
-        for group in (*actor_optimizer.param_groups, *rest[0].param_groups):
+    def poison_after_saving(run, *args, **kwargs):
+        save(run, *args, **kwargs)
+        saved.append(open(run.path, "rb").read())
+        for group in (*run.things["actor_optimizer"].param_groups, *run.things["critic_optimizer"].param_groups):
             group["lr"] = 1e30
 
-    save_checkpoint = ac.save_checkpoint
-    monkeypatch.setattr(ac, "save_checkpoint", poison_after_saving)
+    save = ac.Run.save
+    monkeypatch.setattr(ac.Run, "save", poison_after_saving)
     with pytest.raises(SystemExit) as exit_info:
         train(Args(total_timesteps=3200, checkpoint_every=32, log_every=1, eval_every=3200, cuda=False))
-    message = str(exit_info.value.code)
-    assert re.fullmatch(r"error: losses/\w+ is (nan|inf|-inf) at step [\d,]+; stopped. The last good checkpoint: "
-                        r"runs/\S+/checkpoint.pt", message), message
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.fullmatch(r"error: losses/\w+ is (nan|inf|-inf) at step [\d,]+; stopped. The last "
+                                          r"good checkpoint: runs/\S+/checkpoint.pt", err[0]), err
     assert len(saved) == 1 and open(only_run_dir() + "/checkpoint.pt", "rb").read() == saved[0]
 
 
@@ -360,7 +362,7 @@ def test_failing_video_is_a_warning_after_the_checkpoint(monkeypatch, capsys):
 
     monkeypatch.setattr(gym.wrappers, "RecordVideo", no_video)
     metrics = train(Args(total_timesteps=320, eval_every=320, eval_episodes=2, capture_video=True, cuda=False))
-    assert "warning: video not recorded: MoviePy is not installed\n" in capsys.readouterr().out
+    assert "warning: video not recorded: MoviePy is not installed\n" in capsys.readouterr().err
     assert math.isfinite(metrics["eval/episodic_return"]) and os.path.exists(metrics["checkpoint"])
 
 
@@ -442,10 +444,10 @@ def test_cli_end_to_end_and_tensorboard_events():
     assert lines[:2] == ["device: cpu", "note: --total-timesteps 2,010 rounded to 2,000 (whole steps of 16 envs)"]
     run_dir = only_run_dir()
     assert re.fullmatch(r"runs/CartPole-v1__ac__1__\d{8}-\d{6}", run_dir)
-    assert re.fullmatch(r"finished 2,000 steps in 0:00:\d\d \([\d,]+ steps/s\); final evaluation return \d+\.\d",
-                        lines[-3]), lines[-3]
-    assert lines[-2:] == [f"run folder: {run_dir}   (tensorboard --logdir runs)",
-                          f"checkpoint: {run_dir}/checkpoint.pt"]
+    assert re.fullmatch(r"finished 2,000 steps in 0:00:\d\d \([\d,]+ steps/s learning\); final evaluation return "
+                        r"\d+\.\d", lines[-4]), lines[-4]
+    assert lines[-3:] == [f"run folder: {run_dir}   (tensorboard --logdir runs)",
+                          f"checkpoint: {run_dir}/checkpoint.pt", f"videos: {run_dir}/videos"]
     scalars = read_scalars(run_dir)
     for tag in ("charts/episodic_return", "charts/episodic_length", "charts/SPS", "losses/actor_loss",
                 "losses/critic_loss", "losses/entropy", "eval/episodic_return"):
@@ -462,23 +464,24 @@ def test_cli_end_to_end_and_tensorboard_events():
 def test_evaluate_from_the_command_line_and_bad_paths(capsys):
     metrics = train(Args(total_timesteps=320, eval_every=320, eval_episodes=2, cuda=False))
     capsys.readouterr()
-    evaluate_checkpoint(Args(evaluate=metrics["checkpoint"], eval_episodes=2, capture_video=True), False)
+    evaluate_checkpoint(Args(evaluate=metrics["checkpoint"], eval_episodes=2, capture_video=True))
     assert re.fullmatch(rf"evaluation of {metrics['checkpoint']} on CartPole-v1: mean return \d+\.\d ± \d+\.\d "
-                        r"over 2 episodes\n", capsys.readouterr().out)
+                        rf"over 2 episodes\nvideos: {metrics['run_dir']}/videos-eval\n", capsys.readouterr().out)
     assert len(glob.glob(f"{metrics['run_dir']}/videos-eval/*.mp4")) == 2
-    with pytest.raises(SystemExit, match="^error: --evaluate .*: its actor does not fit Pendulum-v1's spaces$"):
-        evaluate_checkpoint(Args(evaluate=metrics["checkpoint"], env_id="Pendulum-v1"), True)
+    with pytest.raises(SystemExit, match="^error: --evaluate: the checkpoint's networks do not fit Pendulum-v1's "
+                                         "observation and action spaces$"):
+        evaluate_checkpoint(Args(evaluate=metrics["checkpoint"]), "Pendulum-v1")
     with open("notes.txt", "w") as f:
         f.write("not a checkpoint")
     torch.save({"script": "sac", "args": {}}, "sac.pt")
     torch.save({"actor": {}}, "plain.pt")
     os.mkdir("folder")
     for path, why in (("missing.pt", "no such file"), ("folder", "is a directory"),
-                      ("notes.txt", r"not a duet checkpoint \(UnpicklingError\)"),
+                      ("notes.txt", r"not a duet checkpoint \(torch.load failed: UnpicklingError\)"),
                       ("plain.pt", r"not a duet checkpoint \(no 'script' entry\)"),
                       ("sac.pt", r"a checkpoint of sac.py, not ac.py")):
         for flag, call in (("--resume", lambda path=path: train(Args(resume=path))),
-                           ("--evaluate", lambda path=path: evaluate_checkpoint(Args(evaluate=path), False))):
+                           ("--evaluate", lambda path=path: evaluate_checkpoint(Args(evaluate=path)))):
             with pytest.raises(SystemExit) as exit_info:
                 call()
             assert re.fullmatch(f"error: {flag} {path}: {why}", str(exit_info.value.code)), exit_info.value.code
@@ -534,9 +537,12 @@ def test_help_documents_every_argument(capsys):
     (["--num-envs", "8", "--total-timesteps", "4"], "--total-timesteps (4) must be at least --num-envs (8)"),
     (["--resume", "a.pt", "--evaluate", "a.pt"], "--resume and --evaluate exclude each other"),
 ])
-def test_bad_arguments_exit_with_one_line(argv, message):
+def test_bad_arguments_exit_with_one_line(argv, message, monkeypatch):
+    """The command line as `python ac.py ...` parses it (the Args checks, then main's own)."""
+    monkeypatch.setattr(sys, "argv", ["ac.py", *argv])
+    monkeypatch.setattr(ac, "GIVEN", set())
     with pytest.raises(SystemExit) as exit_info:
-        tyro.cli(Args, args=argv)
+        ac.main(Args)
     assert str(exit_info.value.code).startswith("error: " + message)
     assert "\n" not in str(exit_info.value.code) and not os.path.exists("runs")
 
