@@ -53,7 +53,9 @@ def normalised(checkpoint: dict) -> dict:
     """The harness's checkpoint layout ("step", "counters", "ranks") and the older ones, as one flat dict: the
     counters by name, and the random states as (python, numpy key and position, torch)."""
     out = dict(checkpoint)
-    rng = out.pop("ranks")[0]["rng"] if "ranks" in out else out.pop("rng")
+    rng = out.pop("ranks")[0]["rng"] if "ranks" in out else out.pop("rng", None)
+    if rng is None:  # regulator_1d saves no random states
+        return out
     out.update(out.pop("counters", {}))
     if "action_space" in rng:  # older td3/ddpg kept it with the other random states
         out["action_space_rng"] = rng["action_space"]
