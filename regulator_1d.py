@@ -34,7 +34,6 @@ Run:  python regulator_1d.py                # seconds on a CPU; panels in runs/<
 
 import contextlib
 import datetime
-import itertools
 import math
 import os
 import random
@@ -96,15 +95,15 @@ class Args:
         for name in ("total_timesteps", "num_envs", "episode_length", "actor_lr", "critic_lr", "threads",
                      "eval_every", "eval_episodes", "log_every"):
             if not getattr(self, name) > 0:
-                sys.exit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+                fail(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if not 0 <= self.seed < 2**32:
-            sys.exit(f"error: --seed must be in [0, 2**32 - 1], got {self.seed}")
+            fail(f"--seed must be in [0, 2**32 - 1], got {self.seed}")
         if not 0 < self.gamma <= 1:
-            sys.exit(f"error: --gamma must be in (0, 1], got {self.gamma}")
+            fail(f"--gamma must be in (0, 1], got {self.gamma}")
         if self.env_id != "Regulator1D":
-            sys.exit(f"error: unknown --env-id {self.env_id!r}: this script has only 'Regulator1D'")
+            fail(f"unknown --env-id {self.env_id!r}: this script has only 'Regulator1D'")
         if self.total_timesteps < self.num_envs:
-            sys.exit(f"error: --total-timesteps ({self.total_timesteps}) must be at least --num-envs "
+            fail(f"--total-timesteps ({self.total_timesteps}) must be at least --num-envs "
                      f"({self.num_envs})")
 
 
@@ -209,46 +208,6 @@ def plot_panels(actor: Actor, critic: Critic) -> plt.Figure:
     return fig
 
 
-def make_run_dir(args: Args) -> str:
-    """runs/{env_id}__{exp_name}__{seed}__{date-time}, with -2, -3, ... appended when it exists already."""
-    base = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
-    for k in itertools.count(1):
-        path = base if k == 1 else f"{base}-{k}"
-        try:
-            os.makedirs(path)
-            return path
-        except FileExistsError:
-            continue
-
-
-@contextlib.contextmanager
-def signals_caught():
-    """The first SIGINT / SIGTERM is noted (the loop stops after its step); a second one exits at once."""
-    caught = []
-
-    def handler(signum, frame):
-        if caught:
-            os._exit(128 + signum)
-        caught.append(signum)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield caught
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def save_checkpoint(path: str, args: Args, global_step: int, actor: Actor, critic: Critic,
-                    actor_optimizer: torch.optim.Optimizer, critic_optimizer: torch.optim.Optimizer) -> None:
-    """Atomically: a crash while writing leaves the previous file whole."""
-    torch.save({"script": "regulator_1d", "args": asdict(args), "global_step": global_step,
-                "actor": actor.state_dict(), "critic": critic.state_dict(),
-                "actor_optimizer": actor_optimizer.state_dict(),
-                "critic_optimizer": critic_optimizer.state_dict()}, path + ".tmp")
-    os.replace(path + ".tmp", path)
-
-
 def train(args: Args) -> dict:
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -271,7 +230,7 @@ def train(args: Args) -> dict:
     optimizers = actor_optimizer, critic_optimizer
 
     with signals_caught() as caught:
-        run_dir = make_run_dir(args)
+        run_dir = new_folder("runs", f"{args.env_id}__{args.exp_name}__{args.seed}__{time.strftime('%Y%m%d-%H%M%S')}")
         checkpoint_path = f"{run_dir}/checkpoint.pt"
         writer = SummaryWriter(run_dir)
         table = "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items())
@@ -347,6 +306,53 @@ def train(args: Args) -> dict:
     print(f"run folder: {run_dir}   (tensorboard --logdir runs)")
     print(f"checkpoint: {checkpoint_path or 'none (the parameters are not finite)'}")
     return metrics
+
+
+# === Run harness: the parts of the other scripts' shared run harness that a run of seconds needs, same names. ===
+def fail(message: str):
+    """One line on stderr and exit status 1."""
+    sys.exit(f"error: {message}")
+
+
+def new_folder(base: str, name: str) -> str:
+    """base/name, or base/name-2, -3, ... where it exists: never write into another run's folder."""
+    for k in range(1, 10_000):
+        path = os.path.join(base, name if k == 1 else f"{name}-{k}")
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as e:
+            fail(f"cannot make the folder {path}: {e.strerror}")
+
+
+@contextlib.contextmanager
+def signals_caught():
+    """The first SIGINT / SIGTERM is noted (the loop stops after its step); a second one exits at once."""
+    caught = []
+
+    def handler(signum, frame):
+        if caught:
+            os._exit(128 + signum)
+        caught.append(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def save_checkpoint(path: str, args: Args, global_step: int, actor: Actor, critic: Critic,
+                    actor_optimizer: torch.optim.Optimizer, critic_optimizer: torch.optim.Optimizer) -> None:
+    """Atomically: a crash while writing leaves the previous file whole."""
+    torch.save({"script": "regulator_1d", "args": asdict(args), "global_step": global_step,
+                "actor": actor.state_dict(), "critic": critic.state_dict(),
+                "actor_optimizer": actor_optimizer.state_dict(),
+                "critic_optimizer": critic_optimizer.state_dict()}, path + ".tmp")
+    os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":

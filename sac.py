@@ -17,9 +17,7 @@ The chapter's equations, and the line that realises each (search for the tag):
 `terminated`, never `truncated`, stops the bootstrap; the buffer stores the true s' of an ended episode.
 
 Run:  python sac.py --env-id Pendulum-v1 --total-timesteps 10000  # ~1 CPU-minute; evaluation about -140
-      python sac.py --env-id Hopper-v4 --cuda                      # the 1M-step benchmark (hours on a CPU)
-      python sac.py --resume runs/<run>/checkpoint.pt              # continue a run (Ctrl-C writes one)
-      python sac.py --evaluate runs/<run>/checkpoint.pt --capture-video  # watch a saved agent
+      python sac.py --env-id Hopper-v4 --cuda          # the 1M-step benchmark; --resume/--evaluate <checkpoint>
 """
 
 import copy
@@ -115,28 +113,10 @@ class Args:
     cudagraphs: bool = False
     """with CUDA: also replay the compiled updates as CUDA graphs (torch.compile mode "reduce-overhead")"""
 
-    def __post_init__(self):  # each failed check is one line on stderr and exit status 1 (on --resume: the run's)
-        if self.resume:
-            return
-        positive = ("total_timesteps", "num_envs", "buffer_size", "batch_size", "updates_per_step", "q_lr",
-                    "policy_lr", "policy_frequency", "alpha", "alpha_lr", "threads", "eval_every", "eval_episodes",
-                    "log_every")
-        for failed, message in (
-            *((not getattr(self, n) > 0, f"--{n.replace('_', '-')} must be positive, got {getattr(self, n)}")
-              for n in positive),
-            (not 0 <= self.seed < 2**32, f"--seed must be in [0, 2**32 - 1], got {self.seed}"),
-            (self.learning_starts < 0, f"--learning-starts must not be negative, got {self.learning_starts}"),
-            (self.checkpoint_every < 0, f"--checkpoint-every must be 0 or more, got {self.checkpoint_every}"),
-            (not 0 < self.gamma <= 1, f"--gamma must be in (0, 1], got {self.gamma}"),
-            (not 0 < self.tau <= 1, f"--tau must be in (0, 1], got {self.tau}"),
-            (math.ceil(self.learning_starts / max(self.num_envs, 1)) >= self.total_timesteps // max(self.num_envs, 1),
-             f"--learning-starts ({self.learning_starts}) must be below --total-timesteps"),
-            (self.buffer_size < self.num_envs, f"--buffer-size must hold one step of {self.num_envs} envs"),
-            (self.cudagraphs and not (self.cuda and torch.cuda.is_available()), "--cudagraphs needs CUDA"),
-        ):
-            if failed:
-                fail(message)
-        check_env_id(self.env_id)
+    def __post_init__(self):  # with --resume, the run's own Args are checked instead
+        self.resume or check_args(self)
+
+
 def make_env(env_id: str, video_folder: str | None = None):
     def thunk():
         if video_folder is None:
@@ -262,6 +242,29 @@ def check_buffer_fits(size: int, obs_space: gym.spaces.Box, action_space: gym.sp
     if nbytes > available:
         fail(f"a replay buffer of {size:,} transitions needs {nbytes:,} bytes; {available:,} are "
                  f"available on the {device.type}: lower --buffer-size")
+
+
+def check_args(args: Args):
+    """Each failed check is one line on stderr and exit status 1."""
+    positive = ("total_timesteps", "num_envs", "buffer_size", "batch_size", "updates_per_step", "q_lr",
+                "policy_lr", "policy_frequency", "alpha", "alpha_lr", "threads", "eval_every", "eval_episodes",
+                "log_every")
+    for failed, message in (
+        *((not getattr(args, n) > 0, f"--{n.replace('_', '-')} must be positive, got {getattr(args, n)}")
+          for n in positive),
+        (not 0 <= args.seed < 2**32, f"--seed must be in [0, 2**32 - 1], got {args.seed}"),
+        (args.learning_starts < 0, f"--learning-starts must not be negative, got {args.learning_starts}"),
+        (args.checkpoint_every < 0, f"--checkpoint-every must be 0 or more, got {args.checkpoint_every}"),
+        (not 0 < args.gamma <= 1, f"--gamma must be in (0, 1], got {args.gamma}"),
+        (not 0 < args.tau <= 1, f"--tau must be in (0, 1], got {args.tau}"),
+        (math.ceil(args.learning_starts / max(args.num_envs, 1)) >= args.total_timesteps // max(args.num_envs, 1),
+         f"--learning-starts ({args.learning_starts}) must be below --total-timesteps"),
+        (args.buffer_size < args.num_envs, f"--buffer-size must hold one step of {args.num_envs} envs"),
+        (args.cudagraphs and not (args.cuda and torch.cuda.is_available()), "--cudagraphs needs CUDA"),
+    ):
+        if failed:
+            fail(message)
+    check_env_id(args.env_id)
 
 
 def final_observations(next_obs: np.ndarray, infos: dict) -> np.ndarray:

@@ -1,8 +1,7 @@
 """TD3: twin delayed deep deterministic policy gradient (Fujimoto et al., 2018), for continuous actions.
 
 DDPG with three fixes against overestimation: two critics and the smaller of their targets (clipped double-Q),
-noise on the target action (target policy smoothing), and an actor and targets updated only every
-`policy_frequency` critic updates (delayed updates).
+noise on the target action (target smoothing), the actor and targets updated every `policy_frequency` updates.
 
 The chapter's equations, and the line that realises each (search for the tag):
     [explore]     a = clip(mu_theta(s) + eps, low, high),  eps ~ N(0, (sigma * scale)^2)        train
@@ -15,12 +14,10 @@ The chapter's equations, and the line that realises each (search for the tag):
     [delayed]     the actor and all targets are updated once every `policy_frequency` critic updates   train
     [polyak]      theta' <- tau theta + (1 - tau) theta',  phi'_i <- tau phi_i + (1 - tau) phi'_i
                                                                                            polyak_update
-"scale" and "low, high" are the action space's half-width and bounds. `terminated`, never `truncated`, stops
-the bootstrap; the buffer stores the true s' of an ended episode (final_observations).
+"scale", "low, high": the action bounds' half-width and ends. `terminated`, never `truncated`, stops the bootstrap.
 
 Run:  python td3.py --env-id Pendulum-v1 --total-timesteps 10000 --learning-starts 1000    # a minute or two
-      python td3.py --env-id Hopper-v4                  # the 1M-step MuJoCo benchmark (hours on a CPU)
-      python td3.py --resume runs/<run>/checkpoint.pt   # continue a run;  --evaluate PATH: watch one
+      python td3.py --env-id Hopper-v4      # the 1M-step benchmark (hours on a CPU); --resume/--evaluate <checkpoint>
 """
 
 import copy
@@ -116,30 +113,8 @@ class Args:
     cudagraphs: bool = False
     """with CUDA: also replay the compiled updates as CUDA graphs (torch.compile mode "reduce-overhead")"""
 
-    def __post_init__(self):  # the first failed check is one line on stderr, exit status 1 (on --resume: the run's)
-        if self.resume:
-            return
-        positive = ("total_timesteps", "num_envs", "buffer_size", "batch_size", "updates_per_step",
-                    "policy_lr", "q_lr", "policy_frequency", "threads", "eval_every", "eval_episodes",
-                    "log_every")
-        problems = [f"--{n.replace('_', '-')} must be positive, got {getattr(self, n)}" for n in positive
-                    if not getattr(self, n) > 0] + [f"--{n.replace('_', '-')} must not be negative, got "
-                    f"{getattr(self, n)}" for n in ("learning_starts", "exploration_noise", "policy_noise",
-                                                    "noise_clip", "checkpoint_every") if getattr(self, n) < 0]
-        problems += [message for failed, message in (
-            (not 0 <= self.seed < 2**32, f"--seed must be in [0, 2**32 - 1], got {self.seed}"),
-            (not 0 < self.gamma <= 1, f"--gamma must be in (0, 1], got {self.gamma}"),
-            (not 0 < self.tau <= 1, f"--tau must be in (0, 1], got {self.tau}"),
-            (not problems and math.ceil(self.learning_starts / self.num_envs) >= self.total_timesteps
-             // self.num_envs, f"--learning-starts ({self.learning_starts}) must be below --total-timesteps "
-             f"({self.total_timesteps}), or no update would run"),
-            (self.buffer_size < self.num_envs, f"--buffer-size ({self.buffer_size}) must hold one step of "
-                                               f"--num-envs ({self.num_envs})"),
-            (self.cudagraphs and not (self.cuda and torch.cuda.is_available()),
-             "--cudagraphs needs a CUDA device (and --cuda)")) if failed]
-        if problems:
-            fail(problems[0])
-        check_env_id(self.env_id)
+    def __post_init__(self):  # with --resume, the run's own Args are checked instead
+        self.resume or check_args(self)
 
 
 def make_env(env_id: str, video_folder: str | None = None):
@@ -147,8 +122,7 @@ def make_env(env_id: str, video_folder: str | None = None):
         if video_folder is None:
             return gym.make(env_id)
         env = gym.make(env_id, render_mode="rgb_array")
-        return gym.wrappers.RecordVideo(env, video_folder, episode_trigger=lambda e: True,
-                                        disable_logger=True)
+        return gym.wrappers.RecordVideo(env, video_folder, episode_trigger=lambda e: True, disable_logger=True)
 
     return thunk
 
@@ -247,6 +221,31 @@ class ReplayBuffer:
         self.pos, self.count = state["pos"], state["count"]
         for name in self.FIELDS:
             getattr(self, name)[: self.count] = state[name].to(self.device)
+
+
+def check_args(args: Args):
+    """The argument checks: the first that fails is one line on stderr and exit status 1."""
+    positive = ("total_timesteps", "num_envs", "buffer_size", "batch_size", "updates_per_step",
+                "policy_lr", "q_lr", "policy_frequency", "threads", "eval_every", "eval_episodes",
+                "log_every")
+    problems = [f"--{n.replace('_', '-')} must be positive, got {getattr(args, n)}" for n in positive
+                if not getattr(args, n) > 0] + [f"--{n.replace('_', '-')} must not be negative, got "
+                f"{getattr(args, n)}" for n in ("learning_starts", "exploration_noise", "policy_noise",
+                                                "noise_clip", "checkpoint_every") if getattr(args, n) < 0]
+    problems += [message for failed, message in (
+        (not 0 <= args.seed < 2**32, f"--seed must be in [0, 2**32 - 1], got {args.seed}"),
+        (not 0 < args.gamma <= 1, f"--gamma must be in (0, 1], got {args.gamma}"),
+        (not 0 < args.tau <= 1, f"--tau must be in (0, 1], got {args.tau}"),
+        (not problems and math.ceil(args.learning_starts / args.num_envs) >= args.total_timesteps
+         // args.num_envs, f"--learning-starts ({args.learning_starts}) must be below --total-timesteps "
+         f"({args.total_timesteps}), or no update would run"),
+        (args.buffer_size < args.num_envs, f"--buffer-size ({args.buffer_size}) must hold one step of "
+                                           f"--num-envs ({args.num_envs})"),
+        (args.cudagraphs and not (args.cuda and torch.cuda.is_available()),
+         "--cudagraphs needs a CUDA device (and --cuda)")) if failed]
+    if problems:
+        fail(problems[0])
+    check_env_id(args.env_id)
 
 
 def final_observations(next_obs: np.ndarray, infos: dict) -> np.ndarray:
