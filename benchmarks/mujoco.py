@@ -205,6 +205,8 @@ def report(cli):
         return float(np.mean(values)) if values and r["total_timesteps"] >= mark else None
 
     envs = [e for e in PAPER if any(r["env_id"] == e for r in results)]
+    if not envs:
+        sys.exit(f"error: no result files of the paper's tasks ({', '.join(PAPER)}) in {cli.results} yet")
     scripts = sorted({r["script"] for r in results})
     marks = [m for m in (100_000, 300_000, 1_000_000) if any(r["total_timesteps"] >= m for r in results)]
     lines = ["| env | " + " | ".join(f"{m // 1000}k: {s}" for m in marks for s in scripts + ["TD3 paper"]) + " |",

@@ -57,3 +57,22 @@ def test_interrupted_matrix_resumes_and_skips_finished_runs(tmp_path):
         assert all(isinstance(value, float) for _, value in data["eval"])
     final = float(log.split("final evaluation return ")[-1].split()[0].replace(",", ""))
     assert round(json.loads(second.read_text())["eval"][-1][1], 1) == final  # the script's own closing line
+
+
+def test_report_takes_each_seed_at_a_mark_as_the_mean_of_its_last_10k_steps(tmp_path):
+    """Seed k's evaluation at step s is 1000 k + s / 1000: its value at 100k is the mean of the evaluations at 90k,
+    95k and 100k, 1000 k + 95; over seeds 1 and 2 that is 1595 ± 500 (the population std), at 300k 1795 ± 500."""
+    results = tmp_path / "results"
+    results.mkdir()
+    for seed in (1, 2):
+        curve = [[step, 1000.0 * seed + step / 1000] for step in range(5000, 300_001, 5000)]
+        (results / f"td3_hopper_seed{seed}.json").write_text(json.dumps(
+            {"script": "td3", "env_id": "Hopper-v4", "seed": seed, "total_timesteps": 300_000, "eval": curve}))
+    result = subprocess.run([sys.executable, RUNNER, "--report", "--results", str(results)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| Hopper-v4 |")]
+    assert rows == ["| Hopper-v4 | 1595 ± 500 (n=2) | 660 ± 752 | 1795 ± 500 (n=2) | 2410 ± 900 |"]
+    assert (tmp_path / "mujoco.png").stat().st_size > 10_000
+    iqm = [line for line in result.stdout.splitlines() if line.startswith("IQM at 300k, td3.py")]
+    assert iqm == [] or iqm[0].startswith(f"IQM at 300k, td3.py, return / TD3 paper's mean: {1795 / 2410:.2f} ")
