@@ -22,7 +22,7 @@ import tyro
 from helpers import REPO, only_run_dir, read_scalars, read_tags, run_script
 
 import ddpg
-from ddpg import Actor, Args, Critic, OUNoise, ReplayBuffer, evaluate, train
+from ddpg import Actor, Args, Critic, OUNoise, ReplayBuffer, train
 
 HOPPER_OBS = gym.spaces.Box(-np.inf, np.inf, (11,), np.float64)
 HOPPER_ACT = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
@@ -442,23 +442,26 @@ def test_checkpoint_loads_back_with_weights_only_and_evaluates_as_the_run_did():
     metrics = train(chain_args())
     checkpoint = torch.load(metrics["checkpoint"], weights_only=True)
     assert set(checkpoint) >= {"script", "args", "global_step", "num_updates", "actor", "critic", "actor_target",
-                               "critic_target", "actor_optimizer", "critic_optimizer", "replay_buffer", "rng"}
-    assert checkpoint["script"] == "ddpg" and checkpoint["args"]["env_id"] == CHAIN
+                               "critic_target", "actor_optimizer", "critic_optimizer", "replay_buffer",
+                               "action_space_rng", "ranks", "finished", "recent_returns"}
+    assert set(checkpoint["ranks"][0]["rng"]) >= {"python", "numpy", "torch"}
+    assert checkpoint["script"] == "ddpg" and checkpoint["args"]["env_id"] == CHAIN and checkpoint["finished"]
+    assert checkpoint["global_step"] == 48 and checkpoint["num_updates"] == 40
     assert checkpoint["replay_buffer"]["obs"].shape == (48, 2)  # the filled rows only
-    returns = evaluate(metrics["checkpoint"], CHAIN, episodes=1, seed=1 + 10_000)
+    returns = ddpg.evaluate_checkpoint(Args(evaluate=metrics["checkpoint"], eval_episodes=1))  # its env, its seed
     assert np.mean(returns) == pytest.approx(metrics["eval/episodic_return"], rel=1e-6)
 
 
 def test_resume_at_an_update_boundary_is_exact(monkeypatch):
     """Checkpoints every 8 steps (Chain's episodes end there too): resumed at step 24, the run's networks,
     optimizers and replay buffer at step 48 equal those of the run that was never stopped."""
-    original = ddpg.save_checkpoint
+    original = ddpg.Run.save
 
-    def save_and_keep(path, state, modules):
-        original(path, state, modules)
-        shutil.copy(path, f"{path}.{state['global_step']}")
+    def save_and_keep(run, *args, **kwargs):
+        original(run, *args, **kwargs)
+        shutil.copy(run.path, f"{run.path}.{run.step}")
 
-    monkeypatch.setattr(ddpg, "save_checkpoint", save_and_keep)
+    monkeypatch.setattr(ddpg.Run, "save", save_and_keep)
     path = train(chain_args(checkpoint_every=8, eval_every=16))["checkpoint"]
     uninterrupted = torch.load(path, weights_only=True)
     time.sleep(1 - time.time() % 1)  # a later second: TensorBoard reads event files in the order of their names
@@ -479,13 +482,13 @@ def test_resume_at_an_update_boundary_is_exact(monkeypatch):
 
 def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(monkeypatch, capsys):
     saved = {}
-    original = ddpg.save_checkpoint
+    original = ddpg.Run.save
 
-    def save_and_read(path, state, modules):
-        original(path, state, modules)
-        saved[state["global_step"]] = open(path, "rb").read()
+    def save_and_read(run, *args, **kwargs):
+        original(run, *args, **kwargs)
+        saved[run.step] = open(run.path, "rb").read()
 
-    monkeypatch.setattr(ddpg, "save_checkpoint", save_and_read)
+    monkeypatch.setattr(ddpg.Run, "save", save_and_read)
     with pytest.raises(SystemExit) as exit_:
         train(chain_args(policy_lr=1e30, q_lr=1e30, checkpoint_every=8, log_every=4))
     assert exit_.value.code == 1 and list(saved) == [8]  # the last checkpoint before learning started
@@ -501,7 +504,7 @@ def test_a_failing_video_is_a_warning_after_the_checkpoint(monkeypatch, capsys):
 
     monkeypatch.setattr(gym.wrappers, "RecordVideo", no_video)
     metrics = train(chain_args(capture_video=True))
-    assert "warning: video not recorded: no display here" in capsys.readouterr().out
+    assert "warning: video not recorded: no display here" in capsys.readouterr().err
     assert os.path.isfile(metrics["checkpoint"]) and np.isfinite(metrics["eval/episodic_return"])
 
 
@@ -541,10 +544,112 @@ def test_ctrl_c_writes_a_checkpoint_that_evaluate_loads():
                         r"over 2 episodes", result.stdout.strip()), result.stdout
 
 
-def test_a_checkpoint_is_never_written_with_a_non_finite_parameter(tmp_path):
-    actor = Actor(HOPPER_OBS, HOPPER_ACT)
-    with torch.no_grad():
-        actor.net[0].weight[0, 0] = float("nan")
-    with pytest.raises(FloatingPointError):
-        ddpg.save_checkpoint(str(tmp_path / "checkpoint.pt"), {"script": "ddpg"}, {"actor": actor})
-    assert os.listdir(tmp_path) == []
+def test_a_checkpoint_is_never_written_with_a_non_finite_parameter(monkeypatch, capsys):
+    """No loss is checked (--log-every beyond the run's end): the check of the parameters before each checkpoint
+    stops the run, and the checkpoint of step 8, written before learning started, is kept byte for byte."""
+    saved, actor_updates = {}, []
+    original_save, original_update = ddpg.Run.save, ddpg.update_actor
+
+    def save_and_read(run, *args, **kwargs):
+        original_save(run, *args, **kwargs)
+        saved[run.step] = open(run.path, "rb").read()
+
+    def update_then_poison(obs, actor, *args):  # the 5th actor update (at step 13) leaves one weight NaN
+        loss = original_update(obs, actor, *args)
+        actor_updates.append(loss)
+        if len(actor_updates) == 5:
+            with torch.no_grad():
+                actor.net[0].weight[0, 0] = float("nan")
+        return loss
+
+    monkeypatch.setattr(ddpg.Run, "save", save_and_read)
+    monkeypatch.setattr(ddpg, "update_actor", update_then_poison)
+    with pytest.raises(SystemExit) as exit_:
+        train(chain_args(checkpoint_every=8, log_every=1000))
+    assert exit_.value.code == 1 and list(saved) == [8]  # the one due at step 16 was refused
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert re.fullmatch(r"error: a parameter is not finite at step 16; stopped\. The last good checkpoint: "
+                        r"runs/\S+/checkpoint\.pt", line), line
+    assert open(line.split(": ")[-1], "rb").read() == saved[8]  # byte for byte
+    assert not os.path.exists(line.split(": ")[-1] + ".tmp")  # nothing at all was written at step 16
+
+
+# ---- issue 22 audit: the actor, not its target, is what an evaluation runs --------------------------------------
+# Each expected return below is a rollout written here: mu(s) computed by hand from the checkpoint's weights (a
+# ReLU MLP with a tanh output rescaled to the bounds), never through ddpg.evaluate or ddpg.Actor.forward.
+
+ECHO = "DuetEchoDDPG-v0"
+
+
+class Echo(gym.Env):
+    """obs = [t, 1] at step t of an episode; reward = the action, in [1, 5]; the registered TimeLimit ends every
+    episode after 3 steps. An episode's return is the sum of mu([0, 1]), mu([1, 1]) and mu([2, 1])."""
+
+    observation_space = gym.spaces.Box(0, np.inf, (2,), np.float32)
+    action_space = gym.spaces.Box(1, 5, (1,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0, 1], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([self.t, 1], np.float32), float(action[0]), False, False, {}
+
+
+if ECHO not in gym.registry:
+    gym.register(ECHO, entry_point=Echo, max_episode_steps=3)
+
+
+def audit_mu(state: dict, obs) -> torch.Tensor:
+    """mu(s) of an actor's state dict, by hand: tanh(W3 relu(W2 relu(W1 s + b1) + b2) + b3) * scale + centre."""
+    x = torch.as_tensor(obs, dtype=torch.float32)
+    for k in (0, 2):
+        x = torch.relu(torch.nn.functional.linear(x, state[f"net.{k}.weight"], state[f"net.{k}.bias"]))
+    x = torch.tanh(torch.nn.functional.linear(x, state["net.4.weight"], state["net.4.bias"]))
+    return x * state["action_scale"] + state["action_bias"]
+
+
+def audit_rollouts(state: dict, env_id: str, episodes: int, seed: int) -> float:
+    """The mean undiscounted return of a = mu(s) from `state`, episode k seeded seed + k."""
+    env, returns = gym.make(env_id), []
+    for k in range(episodes):
+        obs, _ = env.reset(seed=seed + k)
+        total, done = 0.0, False
+        while not done:
+            with torch.no_grad():
+                action = audit_mu(state, obs[None])[0].numpy()
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total, done = total + float(reward), terminated or truncated
+        returns.append(total)
+    env.close()
+    return float(np.mean(returns))
+
+
+def test_audit_the_final_evaluation_runs_the_actor_not_its_target():
+    metrics = train(chain_args(env_id=ECHO))
+    checkpoint = torch.load(metrics["checkpoint"], weights_only=True)  # written just before the final evaluation
+    actor, target = (audit_rollouts(checkpoint[name], ECHO, 1, 0) for name in ("actor", "actor_target"))
+    assert abs(actor - target) > 1e-3  # the two differ enough for the test to tell them apart
+    assert metrics["eval/episodic_return"] == pytest.approx(actor, rel=1e-6)
+    step, logged = read_scalars(metrics["run_dir"])["eval/episodic_return"][-1]
+    assert step == 48 and logged == pytest.approx(actor, rel=1e-6)
+
+
+def test_audit_evaluate_runs_the_checkpoints_actor_not_its_target():
+    """`ddpg.py --evaluate` as a user runs it, on a checkpoint whose target actor is far from its actor."""
+    path = train(chain_args(env_id="Pendulum-v1", seed=3))["checkpoint"]
+    checkpoint = torch.load(path, weights_only=True)
+    torch.manual_seed(0)
+    spaces = gym.spaces.Box(-np.inf, np.inf, (3,)), gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
+    checkpoint["actor_target"] = Actor(*spaces).state_dict()
+    torch.save(checkpoint, path)
+    actor, target = (audit_rollouts(checkpoint[name], "Pendulum-v1", 2, 3 + 10_000) for name in ("actor",
+                                                                                                "actor_target"))
+    assert abs(actor - target) > 1.0  # the test can tell them apart at the one decimal printed
+    result = run_script("ddpg.py", "--evaluate", path, "--eval-episodes", "2")
+    assert result.returncode == 0, result.stderr
+    match = re.search(r"mean return (-?[\d.]+) ± [\d.]+ over 2 episodes", result.stdout)
+    assert match, result.stdout
+    assert float(match[1]) == pytest.approx(actor, abs=0.051)
