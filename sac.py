@@ -402,6 +402,7 @@ def train(args: Args) -> dict:
     random_iterations = math.ceil(args.learning_starts / args.num_envs)  # in whole vector steps
     learn_from = random_iterations * args.num_envs  # updates are counted from this env step on
     global_step = run.begin(total=num_iterations * args.num_envs, stride=args.num_envs)
+    evaluate_now = lambda video: evaluate(actor, args.env_id, args.eval_episodes, args.seed + 10_000, video)
     obs, _ = envs.reset(seed=args.seed + global_step)  # on resume, the episodes in progress restart
     losses = {}
     for iteration in range(global_step // args.num_envs, num_iterations):
@@ -435,13 +436,10 @@ def train(args: Args) -> dict:
         if global_step % args.log_every < args.num_envs and losses:
             run.log(global_step, losses | {"losses/alpha": log_alpha.exp()})
         if run.due(args.eval_every, global_step):
-            run.evaluate(global_step, lambda video: evaluate(actor, args.env_id, args.eval_episodes,
-                                                             args.seed + 10_000, video))
+            run.evaluate(global_step, evaluate_now)
         run.end_step(global_step, num_updates=num_updates)
     envs.close()
-    return run.finish(global_step, lambda video: evaluate(actor, args.env_id, args.eval_episodes,
-                                                          args.seed + 10_000, video),
-                      num_updates=num_updates, alpha=log_alpha.exp().item())
+    return run.finish(global_step, evaluate_now, num_updates=num_updates, alpha=log_alpha.exp().item())
 
 
 # === Run harness: run folder, TensorBoard, progress, checkpoints, resume, signals, NaN, closing lines. ===

@@ -393,6 +393,7 @@ def train(args: Args) -> dict:
     num_iterations = args.total_timesteps // args.num_envs
     random_iterations = math.ceil(args.learning_starts / args.num_envs)  # vector steps of random actions
     global_step = run.begin(total=num_iterations * args.num_envs, stride=args.num_envs)
+    evaluate_now = lambda video: evaluate(actor, args.env_id, args.eval_episodes, args.seed + 10_000, video)
     obs, _ = envs.reset(seed=args.seed + global_step)  # a resumed run restarts its episodes
     first = global_step // args.num_envs
     learn_from = max(first, random_iterations)  # charts/SPS: the learning phase of this process
@@ -426,12 +427,10 @@ def train(args: Args) -> dict:
             if global_step % args.log_every < args.num_envs and "losses/actor_loss" in losses:
                 run.log(global_step, losses)
         if run.due(args.eval_every, global_step):
-            run.evaluate(global_step, lambda video: evaluate(actor, args.env_id, args.eval_episodes,
-                                                             args.seed + 10_000, video))
+            run.evaluate(global_step, evaluate_now)
         run.end_step(global_step, num_updates=num_updates)
     envs.close()
-    return run.finish(global_step, lambda video: evaluate(actor, args.env_id, args.eval_episodes,
-                                                          args.seed + 10_000, video), num_updates=num_updates)
+    return run.finish(global_step, evaluate_now, num_updates=num_updates)
 
 
 # === Run harness: run folder, TensorBoard, progress, checkpoints, resume, signals, NaN, closing lines. ===

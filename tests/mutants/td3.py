@@ -69,7 +69,7 @@ MUTANTS = [(name, old, new, f"{FAST.split(' -k ')[0]} -k {CATCHER[name]}") for n
     ("checkpoint_written_with_nan", "        if not all(torch.isfinite(p).all() for p in params):",
      "        if False:"),
     # issue 22 audit
-    ("final_evaluation_of_the_target_actor", "run.finish(global_step, lambda video: evaluate(actor,",
-     "run.finish(global_step, lambda video: evaluate(actor_target,"),
+    ("final_evaluation_of_the_target_actor", "evaluate_now = lambda video: evaluate(actor,",
+     "evaluate_now = lambda video: evaluate(actor_target,"),
     ("evaluate_loads_the_target_actor", 'checkpoint["actor"], env_id)', 'checkpoint["actor_target"], env_id)'),
 ]]
