@@ -236,9 +236,6 @@ def train(args: Args) -> dict:
     critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.critic_lr)
     run.restore(actor=actor, critic=critic, actor_optimizer=actor_optimizer, critic_optimizer=critic_optimizer)
     global_step = run.begin(total=num_updates * args.num_envs, stride=args.num_envs)
-    if num_updates * args.num_envs != args.total_timesteps:
-        print(f"note: --total-timesteps {args.total_timesteps:,} rounded to {num_updates * args.num_envs:,} "
-              f"(whole steps of {args.num_envs} envs)")
     vector_env = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
     envs = vector_env([make_env(args.env_id) for _ in range(args.num_envs)],
                       autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
@@ -451,6 +448,9 @@ class Run:
         if self.rank == 0:
             print(f"device: {self.device}" + (f"; {self.world} processes" if self.world > 1 else "")
                   + (f"; resuming {self.args.resume} at step {self.step:,}" if self.checkpoint else ""))
+            if total != self.args.total_timesteps and not self.checkpoint:
+                print(f"note: --total-timesteps {self.args.total_timesteps:,} rounded to {total:,} (whole iterations "
+                      f"of {stride:,} steps)")
             # on resume, TensorBoard drops what the interrupted run logged after its checkpoint
             self.writer = SummaryWriter(folder, purge_step=self.step + 1 if self.checkpoint else None)
             if not self.checkpoint:
@@ -548,13 +548,15 @@ class Run:
             self.stop(f"error: cannot write {self.path} ({e}); stopped. {self.last_good()}", 1)
         self.written = True
 
-    def stop(self, message: str, code: int):
+    def stop(self, message: str, code: int):  # every rank calls it at the same step (NaN and signals are agreed)
         self.progress.close()
         self.writer.close()
         for s, handler in self.old_handlers.items():
             signal.signal(s, handler)
         if self.rank == 0:
             print(message, file=sys.stderr if code == 1 else sys.stdout, flush=True)
+        if self.world > 1:  # (a process group left open ends the process in C++'s "terminate called ...")
+            torch.distributed.destroy_process_group()
         sys.exit(code)
 
     def finish(self, step: int, evaluate_now, **counters) -> dict:

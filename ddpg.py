@@ -377,9 +377,6 @@ def train(args: Args) -> dict:
     random_iterations = math.ceil(args.learning_starts / args.num_envs)  # in whole vector steps
     learn_from = random_iterations * args.num_envs  # updates are counted from this env step on
     global_step = run.begin(total=num_iterations * args.num_envs, stride=args.num_envs)
-    if args.total_timesteps % args.num_envs:
-        print(f"note: --total-timesteps {args.total_timesteps} rounded to {num_iterations * args.num_envs} (whole "
-              f"steps of {args.num_envs} envs)")
     evaluate_now = lambda video: evaluate(actor, args.env_id, args.eval_episodes, args.seed + 10_000, video)
     obs, _ = envs.reset(seed=args.seed + global_step)  # on resume, the episodes in progress restart
     qf_loss = policy_loss = None
@@ -594,6 +591,9 @@ class Run:
         if self.rank == 0:
             print(f"device: {self.device}" + (f"; {self.world} processes" if self.world > 1 else "")
                   + (f"; resuming {self.args.resume} at step {self.step:,}" if self.checkpoint else ""))
+            if total != self.args.total_timesteps and not self.checkpoint:
+                print(f"note: --total-timesteps {self.args.total_timesteps:,} rounded to {total:,} (whole iterations "
+                      f"of {stride:,} steps)")
             # on resume, TensorBoard drops what the interrupted run logged after its checkpoint
             self.writer = SummaryWriter(folder, purge_step=self.step + 1 if self.checkpoint else None)
             if not self.checkpoint:
@@ -691,13 +691,15 @@ class Run:
             self.stop(f"error: cannot write {self.path} ({e}); stopped. {self.last_good()}", 1)
         self.written = True
 
-    def stop(self, message: str, code: int):
+    def stop(self, message: str, code: int):  # every rank calls it at the same step (NaN and signals are agreed)
         self.progress.close()
         self.writer.close()
         for s, handler in self.old_handlers.items():
             signal.signal(s, handler)
         if self.rank == 0:
             print(message, file=sys.stderr if code == 1 else sys.stdout, flush=True)
+        if self.world > 1:  # (a process group left open ends the process in C++'s "terminate called ...")
+            torch.distributed.destroy_process_group()
         sys.exit(code)
 
     def finish(self, step: int, evaluate_now, **counters) -> dict:

@@ -2,6 +2,7 @@
 
     python tests/sync_harness.py           # after a fix to sac.py's harness: copy it into the other scripts
     python tests/sync_harness.py --check   # exit 1 and name the scripts whose copy differs (tests/test_harness.py)
+    python tests/sync_harness.py td3.py    # copy it into the scripts named only
 
 The harness runs from the line that starts with `# === Run harness` to the main guard.
 """
@@ -24,7 +25,7 @@ def split(path: str) -> tuple[list[str], list[str], list[str]]:
 if __name__ == "__main__":
     harness = split(os.path.join(REPO, SOURCE))[1]
     differ = []
-    for name in COPIES:
+    for name in [a for a in sys.argv[1:] if a.endswith(".py")] or COPIES:
         path = os.path.join(REPO, name)
         try:
             top, theirs, bottom = split(path)

@@ -441,7 +441,7 @@ def test_cli_end_to_end_and_tensorboard_events():
                         "--log-every", "50", "--no-cuda", "--capture-video")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    assert lines[:2] == ["device: cpu", "note: --total-timesteps 2,010 rounded to 2,000 (whole steps of 16 envs)"]
+    assert lines[:2] == ["device: cpu", "note: --total-timesteps 2,010 rounded to 2,000 (whole iterations of 16 steps)"]
     run_dir = only_run_dir()
     assert re.fullmatch(r"runs/CartPole-v1__ac__1__\d{8}-\d{6}", run_dir)
     assert re.fullmatch(r"finished 2,000 steps in 0:00:\d\d \([\d,]+ steps/s learning\); final evaluation return "

@@ -155,3 +155,10 @@ def test_the_closing_lines_name_what_was_written(capsys):
                                                     r"final evaluation return -?[\d.]+", out[-3])
     assert out[-2:] == [f"run folder: {metrics['run_dir']}   (tensorboard --logdir runs)",
                         f"checkpoint: {metrics['checkpoint']}"]
+
+
+def test_a_budget_of_no_whole_iterations_is_rounded_down_and_said(capsys):
+    metrics = train(Args(**TINY | {"num_envs": 3}))
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == ["device: cpu", "note: --total-timesteps 40 rounded to 39 (whole iterations of 3 steps)"]
+    assert metrics["global_step"] == 39

@@ -75,4 +75,6 @@ MUTANTS += [
     ("unmakeable run folder as a traceback", "        except OSError as e:\n            fail(f\"cannot make the folder",
      "        except ZeroDivisionError as e:\n            fail(f\"cannot make the folder",
      "tests/test_harness.py::test_a_run_location_that_cannot_be_written_is_one_error_line[sac]"),
+    ("the rounded budget not said", "if total != self.args.total_timesteps and not self.checkpoint:",
+     "if False:", f"{HARNESS} rounded"),
 ]
