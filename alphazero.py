@@ -1,65 +1,29 @@
 """AlphaZero: one network f(s) = (p, v), PUCT tree search as the policy-improvement operator, and self-play.
 
-The chapter's AlphaZero section, on two built-in games (`--game`): tic-tac-toe (3x3, three in a row) and
-Connect Four (6x7, four in a row, stones drop down a column). A state is the board seen by the player to move
-(the canonical board: +1 own stones, -1 the opponent's), so one network plays both sides.
-
-Value signs. v(s) and a terminal value are the outcome for the player to move in s (+1 win, 0 draw, -1 loss):
-an expected outcome in [-1, 1], where the chapter's value head is a probability of winning (with no draws,
-P(win) = (1 + v) / 2). A finished game is always lost by the player to move: the previous mover completed a
-line. The edge statistics N(s,a), W(s,a), Q(s,a) = W / N belong to the player choosing a in s, so a leaf value
-v found d moves below s counts as (-1)^d v for s: the last edge on a path gets -v, the one above it +v, ...
+Games (`--game`): tic-tac-toe and Connect Four. A state is the board seen by the player to move (+1 own stones,
+-1 the opponent's), so one network plays both sides. v(s) is the outcome for the player to move in s (+1 win, 0
+draw, -1 loss; the chapter's P(win) is (1 + v) / 2 when there are no draws). N(s,a), W(s,a), Q = W / N belong to
+the player choosing a in s, so a leaf value v found d moves below s counts as (-1)^d v for s.
 
 The chapter's equations, and the line that realises each (search for the tag):
-    [net]     f_theta(s) = (p, v): residual conv trunk, policy logits (illegal moves masked), tanh value  Net
-    [puct]    a = argmax_a Q(s,a) + c_puct P(s,a) sqrt(N(s)) / (1 + N(s,a)),   N(s) = 1 + sum_b N(s,b)
-              (the simulation that expanded s counts as its first visit)                         puct
-    [select]  from the root, follow the PUCT choice down to an edge with no node yet, or to a solved node
-    [expand]  add the node that edge leads to; new unsolved leaves of ALL games go through one forward
-              pass (p is stored as the node's priors, v is its value); solved nodes use their result
-    [backup]  N(s,a) += 1, W(s,a) += (-1)^d v along the path         (select, expand, backup)  simulate
-    [solve]   proven results, an MCTS-solver (Winands et al. 2008) beside the PUCT rule: a node whose mover
-              can complete a line is won (+1), a terminal node has the game's result; backup proves an edge
-              when its child is solved (result = -child's), and a node when one move wins or all are proven
-              (value = the best result). PUCT chooses only among the allowed moves: the proven wins if any,
-              else those not proven lost. Self-play and the agent choose at the root the same way, so a win
-              in one is always played and taught     Tree.find_wins, allowed, backup, root_visits
-    [noise]   P(root, a) <- (1 - eps) P + eps Dir(alpha) over the legal moves, at the root only    search
-    [pi-mcts] pi(a|s) = N(s,a)^(1/tau) / sum_b N(s,b)^(1/tau) over the allowed moves ([solve]): moves are
-              drawn at tau = 1 for the first --temperature-moves moves of a game, at tau -> 0 (the most
-              visited move) after; the policy target is pi at tau = 1, as in AlphaZero's published
-              pseudocode                                                                      choose_moves
-    [z]       z_t = the final result from the view of the player to move at step t                 train
-    [loss]    l = -pi^T log p + (z - v)^2 + c ||theta||^2 on random symmetries of positions from the
-              last --replay-window games (Adam's weight_decay adds 2c theta to the gradient)        update
+    [net]     f_theta(s) = (p, v): residual conv trunk, policy logits (illegal moves masked), tanh value         Net
+    [puct]    a = argmax_a Q(s,a) + c_puct P(s,a) sqrt(N(s)) / (1 + N(s,a)),  N(s) = 1 + sum_b N(s,b)           puct
+    [select]  from the root, follow the PUCT choice to an edge with no node yet, or to a solved node          select
+    [expand]  add the node it leads to; the new leaves of all games go through one forward pass               expand
+    [backup]  N(s,a) += 1, W(s,a) += (-1)^d v along the path                                                  backup
+    [solve]   proven results (MCTS-solver): a mover who can complete a line has won, a solved child proves its
+              edge; PUCT and the move played take a proven win, never a proven loss  Tree.find_wins, allowed, backup
+    [noise]   P(root, a) <- (1 - eps) P + eps Dir(alpha) over the legal moves, at the root only               search
+    [pi-mcts] pi(a|s) = N(s,a)^(1/tau) / sum_b N(s,b)^(1/tau): tau = 1 for a game's first --temperature-moves
+              moves, then tau -> 0 (the most visited move); the target is pi at tau = 1                 choose_moves
+    [z]       z_t = the final result from the view of the player to move at step t                     SelfPlay.play
+    [loss]    l = -pi^T log p + (z - v)^2 + c ||theta||^2 on random symmetries of replayed positions          update
 
-Self-play runs `--num-envs` games at once; a finished game is replaced by a new one until --total-games have
-started, and every `--num-envs` finished games (and the last games) make one iteration: replay_ratio * (new
-positions) / batch_size minibatch updates. charts/SPS counts searched positions per wall-clock second of
-self-play (training and evaluation not counted): every simulation adds one node, a position, to a tree.
-Evaluation (eval/<opponent>_win|draw|loss) plays the search at --eval-simulations, without noise, taking the
-most visited allowed move, against a random player, pure MCTS (no solver) with --rollouts random rollouts per
-move and, on tic-tac-toe, a perfect memoised negamax player; eval/exhaustive_losses counts the opponent move
-sequences that beat the agent when the opponent tries every legal reply (the agent moving first and second).
-
-Several processes (torch.distributed, started by torchrun; the lines under `if world > 1`): K copies of this
-script (ranks) each play their own --num-envs games, seeded apart, into their own replay window, and split
---total-games between them (exact: rank r plays total // K, one more if r < total % K). After every move the
-ranks add up their finished games, positions and searches, so they share the game count that makes
-iterations, evaluations and checkpoints, and run the same number of minibatch steps: each draws its own
-minibatch from its own window and the gradients are averaged (one all-reduce) before the step. All start from
-rank 0's weights and take its BatchNorm statistics after each iteration, so the networks stay the same.
-Rank 0 alone makes the run folder, writes TensorBoard, evaluates, checkpoints (every rank's self-play state)
-and prints; a signal to any rank stops all after that move; a resume needs the same K. Backend: gloo on CPUs,
-nccl with --cuda (rank r on GPU LOCAL_RANK). Without torchrun: K = 1, one process as before.
-
-Run:  python alphazero.py                                       # tic-tac-toe, about one CPU-minute
-      python alphazero.py --game connect4                       # Connect Four (see benchmarks/alphazero.py)
-      python alphazero.py --resume runs/<run>/checkpoint.pt     # continue a run that was stopped
-      python alphazero.py --evaluate runs/<run>/checkpoint.pt   # its win/draw/loss against each opponent
-      python alphazero.py --play runs/<run>/checkpoint.pt       # play it in the terminal
-      torchrun --standalone --nproc-per-node 2 alphazero.py    # 2 processes, each --num-envs games
-      tensorboard --logdir runs
+Run:  python alphazero.py                                      # tic-tac-toe, about one CPU-minute
+      python alphazero.py --game connect4                      # Connect Four (see benchmarks/alphazero.py)
+      python alphazero.py --resume runs/<run>/checkpoint.pt    # continue a stopped run
+      python alphazero.py --evaluate runs/<run>/checkpoint.pt  # win/draw/loss against each opponent (--play: play it)
+      torchrun --standalone --nproc-per-node 2 alphazero.py   # 2 processes, --num-envs games each
 """
 
 import math
@@ -69,8 +33,7 @@ import signal
 import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
-from datetime import timedelta
+from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
 import numpy as np
@@ -113,7 +76,7 @@ class Args:
     win_length: int | None = None
     """stones in a row that win (none: the game's, 3 or 4)"""
     total_games: int | None = None
-    """self-play games in all (of all torchrun ranks), exact (none: tictactoe 3072, connect4 10000)"""
+    """self-play games of all torchrun ranks, exact (none: tictactoe 3072, connect4 10000; more on --resume: longer)"""
     num_envs: int = 64
     """self-play games played at once (by each torchrun rank); their leaves go through one forward pass"""
     simulations: int | None = None
@@ -131,7 +94,7 @@ class Args:
     temperature_moves: int | None = None
     """moves of each game drawn at tau = 1 (by visit count), greedy after (none: tictactoe 9, connect4 12)"""
     replay_window: int = 2_000
-    """the replay window: positions of the most recent this many self-play games"""
+    """the replay window: positions of the most recent this many self-play games (of each torchrun rank)"""
     replay_ratio: float = 4.0
     """minibatch samples per new self-play position: ratio * new positions / batch_size updates"""
     batch_size: int = 256
@@ -151,9 +114,9 @@ class Args:
     rollouts: int = 100
     """simulations (one random rollout each) per move of the pure-MCTS opponent"""
     checkpoint_every: int = 1_024
-    """write runs/<run>/checkpoint.pt every this many self-play games (0: only at the end and on Ctrl-C)"""
+    """write <run folder>/checkpoint.pt every this many self-play games (0: at the end and on Ctrl-C/SIGTERM)"""
     resume: str | None = None
-    """continue its run exactly; settings from it but --cuda/--threads/--checkpoint-every (none: a new run)"""
+    """continue a checkpoint's run in its folder (--cuda, --threads, --checkpoint-every, a larger budget may differ)"""
     evaluate: str | None = None
     """play this checkpoint against each evaluation opponent, print win/draw/loss (none: train)"""
     play: str | None = None
@@ -161,42 +124,18 @@ class Args:
     play_first: bool = True
     """with --play: you move first (X); --no-play-first lets the agent open"""
 
-    def __post_init__(self):  # argument checks: each failure is one line `error: ...` and exit status 1
-        if self.game not in GAMES:
-            sys.exit(f"error: --game must be one of {', '.join(GAMES)}, got {self.game!r}")
-        for name, value in GAMES[self.game].items():
-            if getattr(self, name, False) is None:  # a field left to the game (gravity is no field)
-                setattr(self, name, value)
-        positive = ("rows", "cols", "win_length", "total_games", "num_envs", "simulations", "c_puct",
-                    "threads", "replay_window", "replay_ratio", "batch_size", "lr", "channels", "blocks",
-                    "eval_every", "eval_games", "rollouts")
-        checks = [(name, "positive", getattr(self, name) > 0) for name in positive]
-        checks += [(name, "non-negative", getattr(self, name) >= 0)
-                   for name in ("temperature_moves", "weight_decay", "checkpoint_every")]
-        checks += [("dirichlet_alpha", "positive", self.dirichlet_alpha is None or self.dirichlet_alpha > 0),
-                   ("dirichlet_epsilon", "in [0, 1]", 0 <= self.dirichlet_epsilon <= 1),
-                   ("seed", "in [0, 2**32 - 1]", 0 <= self.seed < 2**32),
-                   ("eval_simulations", "positive", self.eval_simulations is None
-                    or self.eval_simulations > 0)]
-        for name, rule, holds in checks:
-            if not holds:
-                sys.exit(f"error: --{name.replace('_', '-')} must be {rule}, got {getattr(self, name)}")
-        if self.win_length > max(self.rows, self.cols):
-            sys.exit(f"error: --win-length {self.win_length} does not fit a {self.rows}x{self.cols} board")
-        if self.dirichlet_alpha is None:
-            self.dirichlet_alpha = 10 / (self.cols if GAMES[self.game]["gravity"] else self.rows * self.cols)
+    def __post_init__(self):  # with --resume, the run's own Args are checked instead
+        self.resume or check_args(self)
 
 
 class Game:
-    """k in a row on a rows x cols board; with gravity a move is a column and the stone drops to its lowest
-    empty cell (Connect Four), else a move is a cell. Every method takes a batch of flat int8 canonical
-    boards."""
+    """k in a row on a rows x cols board; with gravity a move is a column and the stone drops to its lowest empty
+    cell (Connect Four), else a move is a cell. Methods take a batch of flat int8 canonical boards."""
 
     def __init__(self, rows: int, cols: int, win_length: int, gravity: bool):
         self.rows, self.cols, self.gravity = rows, cols, gravity
         self.num_cells, self.num_actions = rows * cols, cols if gravity else rows * cols
-        cells, k = np.arange(rows * cols).reshape(rows, cols), np.arange(win_length)
-        last = win_length - 1
+        cells, k, last = np.arange(rows * cols).reshape(rows, cols), np.arange(win_length), win_length - 1
         self.lines = np.array([cells[r + dr * k, c + dc * k] for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1))
                                for r in range(rows) for c in range(cols)  # every line of every direction
                                if 0 <= r + dr * last < rows and 0 <= c + dc * last < cols])
@@ -238,8 +177,7 @@ class Game:
         cells = self.lines[line]
         gap = cells[np.arange(len(line)), (boards[g[:, None], cells] == 0).argmax(1)]
         if self.gravity:  # the cell below is filled, or there is none
-            below = gap + self.cols
-            playable = (below >= self.num_cells) | (boards[g, below % self.num_cells] != 0)
+            playable = (gap + self.cols >= self.num_cells) | (boards[g, (gap + self.cols) % self.num_cells] != 0)
             g, gap = g[playable], gap[playable]
         wins = np.zeros((len(boards), self.num_actions), bool)
         wins[g, gap % self.cols if self.gravity else gap] = True
@@ -249,15 +187,6 @@ class Game:
         """Symmetry s[i] of board i and, relabelled alike, of its move distribution pi_i."""
         take = np.take_along_axis
         return take(boards, self.cell_perms[s], 1), take(pis, self.action_perms[s], 1)
-
-    def show(self, board: np.ndarray) -> str:
-        """The board with X (first player) and O; free cells (tic-tac-toe) or columns (Connect Four)
-        numbered."""
-        absolute = board if (board != 0).sum() % 2 == 0 else -board  # +1 = X
-        free = lambda i: "." if self.gravity else str(i + 1)
-        marks = [{1: "X", -1: "O"}.get(v, free(i)) for i, v in enumerate(absolute)]
-        rows = [" ".join(marks[r * self.cols: (r + 1) * self.cols]) for r in range(self.rows)]
-        return "\n".join(rows + ([" ".join(str(c + 1) for c in range(self.cols))] if self.gravity else []))
 
 
 def make_env(game: str, rows: int, cols: int, win_length: int) -> Game:
@@ -288,6 +217,33 @@ class Net(nn.Module):
             x = torch.relu(x + block(x))
         logits = self.policy(x).masked_fill(~legal, torch.finfo(x.dtype).min)  # [net]; finite: 0 * log p = 0
         return logits, self.value(x).squeeze(1)
+
+
+def check_args(args: Args):
+    """The game's settings for the fields left at None; then each failed check is one line on stderr and exit
+    status 1."""
+    if args.game not in GAMES:
+        fail(f"--game must be one of {', '.join(GAMES)}, got {args.game!r}")
+    for name, value in GAMES[args.game].items():
+        if getattr(args, name, False) is None:  # a field left to the game (gravity is no field)
+            setattr(args, name, value)
+    positive = ("rows", "cols", "win_length", "total_games", "num_envs", "simulations", "c_puct", "threads",
+                "replay_window", "replay_ratio", "batch_size", "lr", "channels", "blocks", "eval_every", "eval_games",
+                "rollouts")
+    checks = [(name, "positive", getattr(args, name) > 0) for name in positive] + [(name, "non-negative",
+              getattr(args, name) >= 0) for name in ("temperature_moves", "weight_decay", "checkpoint_every")] + [
+        ("dirichlet_alpha", "positive", args.dirichlet_alpha is None or args.dirichlet_alpha > 0),
+        ("dirichlet_epsilon", "in [0, 1]", 0 <= args.dirichlet_epsilon <= 1),
+        ("seed", "in [0, 2**32 - 1]", 0 <= args.seed < 2**32),
+        ("eval_simulations", "positive", args.eval_simulations is None or args.eval_simulations > 0),
+        ("total_games", f"at least {rank_world()[1]} (the processes)", args.total_games >= rank_world()[1])]
+    for name, rule, holds in checks:
+        if not holds:
+            fail(f"--{name.replace('_', '-')} must be {rule}, got {getattr(args, name)}")
+    if args.win_length > max(args.rows, args.cols):
+        fail(f"--win-length {args.win_length} does not fit a {args.rows}x{args.cols} board")
+    if args.dirichlet_alpha is None:  # 10 / the number of moves
+        args.dirichlet_alpha = 10 / (args.cols if GAMES[args.game]["gravity"] else args.rows * args.cols)
 
 
 def net_evaluator(net: Net, game: Game, batched: bool = True):
@@ -329,9 +285,8 @@ def rollout_evaluator(game: Game, rng: np.random.Generator):
 
 
 class Tree:
-    """The search trees of a batch of games as arrays: [g, n] is node n of game g (node 0 the root), and the
-    last axis of an edge array runs over moves. Each simulation adds at most one node: simulations + 1
-    slots."""
+    """The search trees of a batch of games as arrays: [g, n] is node n of game g (node 0 the root), and the last
+    axis of an edge array runs over moves. Each simulation adds at most one node: simulations + 1 slots."""
 
     def __init__(self, game: Game, roots: np.ndarray, simulations: int, solver: bool = True):
         shape, edges = (len(roots), simulations + 1), (len(roots), simulations + 1, game.num_actions)
@@ -364,7 +319,8 @@ def allowed(legal: np.ndarray, result: np.ndarray) -> np.ndarray:
 
 
 def puct(N: np.ndarray, W: np.ndarray, P: np.ndarray, legal: np.ndarray, c_puct: float) -> np.ndarray:
-    """Q(s,a) + c_puct P(s,a) sqrt(N(s)) / (1 + N(s,a)) over the last axis; Q = 0 for unvisited edges."""
+    """Q(s,a) + c_puct P(s,a) sqrt(N(s)) / (1 + N(s,a)) over the last axis; Q = 0 for unvisited edges, and N(s) =
+    1 + sum_b N(s,b): the simulation that expanded s was its first visit."""
     Q = W / np.maximum(N, 1)
     U = Q + c_puct * P * np.sqrt(1 + N.sum(-1, keepdims=True)) / (1 + N)  # [puct]
     return np.where(legal, U, -np.inf)
@@ -468,8 +424,8 @@ def choose_moves(counts: np.ndarray, explore: np.ndarray, rng: np.random.Generat
 
 def update(net: Net, optimizer: torch.optim.Optimizer, window: deque, steps: int, game: Game, args: Args,
            rng: np.random.Generator, world: int = 1) -> tuple[float, float]:
-    """`steps` minibatch updates of the loss on random symmetries of positions from the replay window.
-    torchrun (world > 1): every rank calls it with the same `steps`; it returns the ranks' mean losses."""
+    """`steps` minibatch updates of the loss on random symmetries of positions from the replay window; returns the
+    last minibatch's losses. torchrun (world > 1): every rank calls it with the same `steps`."""
     boards, pis, zs = (np.concatenate(column) for column in zip(*window))
     device = next(net.parameters()).device
     net.train()
@@ -488,13 +444,10 @@ def update(net: Net, optimizer: torch.optim.Optimizer, window: deque, steps: int
             for p, grad in zip(params, (grads / world).split([p.numel() for p in params])):
                 p.grad.copy_(grad.view_as(p))
         optimizer.step()
-    losses = torch.stack([policy_loss, value_loss]).detach()
-    if world > 1:  # torchrun: rank 0's BatchNorm statistics on every rank (as DDP does), the mean losses
+    if world > 1:  # torchrun: rank 0's BatchNorm statistics on every rank (as DDP does)
         for buffer in net.buffers():
             torch.distributed.broadcast(buffer, src=0)
-        torch.distributed.all_reduce(losses)
-        losses /= world
-    return tuple(losses.tolist())
+    return tuple(torch.stack([policy_loss, value_loss]).detach().tolist())
 
 
 def agent_moves(game: Game, net: Net, args: Args, boards: np.ndarray) -> np.ndarray:
@@ -558,55 +511,10 @@ def exhaustive_losses(game: Game, agent, agent_first: bool) -> int:
     return losses
 
 
-def save_checkpoint(path: str, checkpoint: dict):
-    """Write atomically: a crash at any moment leaves the previous complete checkpoint."""
-    torch.save(checkpoint, path + ".tmp")
-    os.replace(path + ".tmp", path)
-
-
-def load_checkpoint(path: str, flag: str) -> dict:
-    """The checkpoint at `path` for --resume, --evaluate or --play; anything else: one line `error: ...`."""
-    if not os.path.exists(path) or os.path.isdir(path):
-        sys.exit(f"error: {flag} {path}: {'is a directory' if os.path.isdir(path) else 'no such file'}")
-    try:
-        checkpoint = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as e:  # noqa: BLE001 (any unreadable file gets the same one line)
-        sys.exit(f"error: {flag} {path}: not a duet checkpoint (torch.load: {type(e).__name__})")
-    if not isinstance(checkpoint, dict) or "script" not in checkpoint:
-        sys.exit(f"error: {flag} {path}: not a duet checkpoint (no 'script' entry)")
-    if checkpoint["script"] != "alphazero":
-        sys.exit(f"error: {flag} {path}: a checkpoint of {checkpoint['script']}.py, not alphazero.py")
-    return checkpoint
-
-
-def pack(window: deque, game: Game) -> dict:
-    """The replay window's games as three concatenated tensors and the games' lengths (weights_only-safe)."""
-    empty = (np.zeros((0, game.num_cells), np.int8), np.zeros((0, game.num_actions), np.float32),
-             np.zeros(0, np.float32))
-    boards, pis, zs = (torch.from_numpy(np.concatenate(column)) for column in zip(empty, *window))
-    return {"boards": boards, "pis": pis, "zs": zs, "lengths": torch.tensor([len(z) for *_, z in window])}
-
-
-def unpack(packed: dict, maxlen: int) -> deque:
-    splits = np.cumsum(packed["lengths"].numpy())[:-1]
-    columns = [np.split(packed[key].numpy(), splits) for key in ("boards", "pis", "zs")]
-    return deque(zip(*columns) if len(packed["lengths"]) else [], maxlen=maxlen)
-
-
-def load(path: str, flag: str = "--play") -> tuple[Net, Args]:
-    """The network of a checkpoint, in eval mode, and the Args of its run."""
-    checkpoint = load_checkpoint(path, flag)
-    args = Args(**checkpoint["args"])
-    torch.set_num_threads(args.threads)
-    net = Net(make_env(args.game, args.rows, args.cols, args.win_length), args.channels, args.blocks)
-    net.load_state_dict(checkpoint["net"])
-    return net.eval(), args
-
-
 def evaluate(net: Net | str, opponent: str, games: int, seed: int, args: Args | None = None) -> np.ndarray:
-    """The agent's results (+1, 0, -1) in `games` games against 'random', 'mcts' (--rollouts random rollouts
-    per move) or 'minimax' (perfect play), the agent first in the even-numbered games. `net` may be a
-    checkpoint path (it brings its Args); otherwise pass the run's Args."""
+    """The agent's results (+1, 0, -1) in `games` games against 'random', 'mcts' (--rollouts random rollouts per move)
+    or 'minimax' (perfect play), the agent first in the even-numbered games. `net` may be a checkpoint path (it
+    brings its Args); otherwise pass the run's Args."""
     if isinstance(net, str):
         net, args = load(net, "--evaluate")
     game, rng = make_env(args.game, args.rows, args.cols, args.win_length), np.random.default_rng(seed)
@@ -623,9 +531,8 @@ def evaluate(net: Net | str, opponent: str, games: int, seed: int, args: Args | 
 
 
 def evaluate_opponents(net: Net, game: Game, args: Args) -> dict:
-    """Win, draw and loss rates against each opponent (args.eval_games games each); on tic-tac-toe also the
-    exhaustive check. The same seeds every time: --evaluate of the final checkpoint repeats the final
-    evaluation."""
+    """Win, draw and loss rates against each opponent (args.eval_games games each); on tic-tac-toe also the exhaustive
+    check. The same seeds every time: --evaluate of the final checkpoint repeats the final evaluation."""
     perfect_play = args.game == "tictactoe" and args.rows * args.cols <= 9  # negamax is cheap only here
     metrics = {}
     for k, opponent in enumerate(["random", "mcts"] + ["minimax"] * perfect_play):
@@ -645,31 +552,25 @@ def evaluation_summary(metrics: dict) -> str:
     return ", ".join(f"{o} {r}" for o, r in zip(opponents, rates))
 
 
-def evaluate_checkpoint(path: str, eval_games: int, simulations: int | None = None):
-    """--evaluate: the checkpoint against each evaluation opponent; one line of win/draw/loss rates each.
-    simulations: the agent's per move (none: the run's)."""
-    net, args = load(path, "--evaluate")
-    args.eval_games, args.eval_simulations = eval_games, simulations or args.eval_simulations
-    metrics = evaluate_opponents(net, make_env(args.game, args.rows, args.cols, args.win_length), args)
-    print(f"evaluation of {path} on {args.game}: {eval_games} games per opponent, half moving first, "
-          f"{args.eval_simulations or args.simulations} simulations per move")
-    for opponent in evaluation_summary(metrics).split(", "):
-        name, rates = opponent.split()
-        print(f"  {name:8s} win/draw/loss {rates}")
-    if "eval/exhaustive_losses" in metrics:
-        print(f"  losing lines when the opponent tries every reply: {metrics['eval/exhaustive_losses']}")
+def show(game: Game, board: np.ndarray) -> str:
+    """The board with X (the first player) and O; free cells (tic-tac-toe) or the columns (Connect Four) numbered."""
+    absolute = board if (board != 0).sum() % 2 == 0 else -board  # +1 = X
+    free = lambda i: "." if game.gravity else str(i + 1)
+    marks = [{1: "X", -1: "O"}.get(v, free(i)) for i, v in enumerate(absolute)]
+    rows = [" ".join(marks[r * game.cols: (r + 1) * game.cols]) for r in range(game.rows)]
+    return "\n".join(rows + ([" ".join(str(c + 1) for c in range(game.cols))] if game.gravity else []))
 
 
-def play(path: str, human_first: bool, simulations: int | None = None):
-    """Play a checkpoint in the terminal: the board is shown, moves are read from stdin, illegal ones
-    refused. simulations: the agent's per move (none: the run's evaluation setting)."""
-    net, args = load(path, "--play")
-    args.eval_simulations = simulations or args.eval_simulations
-    game = make_env(args.game, args.rows, args.cols, args.win_length)
-    board, human_turn, kind = game.initial_state(), human_first, "column" if game.gravity else "cell"
-    print(f"{args.game}: you play {'X' if human_first else 'O'}; a move is a {kind}, 1 to {game.num_actions}")
+def play(args: Args):
+    """--play PATH: play the checkpoint in the terminal (--no-play-first: it opens), at --eval-simulations per move
+    (none: the run's); moves are read from stdin, illegal ones refused."""
+    net, run = load(args.play, "--play", args)
+    run.eval_simulations = args.eval_simulations or run.eval_simulations
+    game = make_env(run.game, run.rows, run.cols, run.win_length)
+    board, human_turn, kind = game.initial_state(), args.play_first, "column" if game.gravity else "cell"
+    print(f"{run.game}: you play {'X' if human_turn else 'O'}; a move is a {kind}, 1 to {game.num_actions}")
     while True:
-        print(game.show(board[0]))
+        print(show(game, board[0]))
         done, value = game.terminal_value(board)
         if done[0]:
             print("draw" if value[0] == 0 else "you lose" if human_turn else "you win")
@@ -685,229 +586,447 @@ def play(path: str, human_first: bool, simulations: int | None = None):
                 print(f"illegal move {text!r}: choose a free {kind} from 1 to {game.num_actions}")
                 continue
         else:
-            move = agent_moves(game, net, args, board)[0]
+            move = agent_moves(game, net, run, board)[0]
             print(f"the agent plays {move + 1}")
         board, human_turn = game.next_state(board, np.array([move])), not human_turn
 
 
-def make_run_dir(args: Args) -> str:
-    """runs/<game>__<exp_name>__<seed>__<date-time>, with -2, -3, ... appended when it exists already."""
-    base = f"runs/{args.game}__{args.exp_name}__{args.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
-    for k in range(1, 1_000):
-        try:
-            os.makedirs(base if k == 1 else f"{base}-{k}")
-            return base if k == 1 else f"{base}-{k}"
-        except FileExistsError:
-            continue
-    sys.exit(f"error: could not make a run folder {base}-<k>")
+class SelfPlay:
+    """One process's self-play: num_envs slots of games in progress (board, moves played, the board and pi of each
+    move so far) and the replay window of finished games as (boards, pis, zs). A checkpoint holds all of it."""
 
+    ARRAYS = ("playing", "boards", "moves_played", "played", "targets")
 
-class NoWriter:
-    """The TensorBoard writer of the ranks other than 0 under torchrun: every call does nothing."""
+    def __init__(self, game: Game, num_envs: int, replay_window: int, share: int):
+        self.game, self.share, self.started = game, share, 0  # share: this process's games of the budget
+        self.playing = np.zeros(num_envs, bool)  # the slots with a game in progress
+        self.boards, self.moves_played = game.initial_state(num_envs), np.zeros(num_envs, np.int64)
+        self.played = np.zeros((num_envs, game.num_cells, game.num_cells), np.int8)  # [g, t]: the board at move t
+        self.targets = np.zeros((num_envs, game.num_cells, game.num_actions), np.float32)  # ... and pi at t
+        self.window, self.recent = deque(maxlen=replay_window), deque(maxlen=100)  # recent: (length, drawn)
+        self.start_games()
 
-    def __getattr__(self, name: str):
-        return lambda *args, **kwargs: None
+    def start_games(self):  # new games in the free slots, while the budget lasts
+        free = np.flatnonzero(~self.playing)[: max(0, self.share - self.started)]
+        self.playing[free], self.started = True, self.started + len(free)
+
+    def play(self, live: np.ndarray, moves: np.ndarray, pi: np.ndarray) -> tuple[int, int]:
+        """Store each searched board with its pi and play the moves; a finished game goes to the window with its
+        z and a new game starts in its slot. Returns the games finished and their positions."""
+        self.played[live, self.moves_played[live]], self.targets[live, self.moves_played[live]] = self.boards[live], pi
+        self.boards[live] = self.game.next_state(self.boards[live], moves)
+        self.moves_played[live] += 1
+        done, value = self.game.terminal_value(self.boards[live])
+        finished, positions = live[done], int(self.moves_played[live[done]].sum())
+        for g, result in zip(finished, value[done]):
+            length = int(self.moves_played[g])
+            z = result * (-1.0) ** (length - np.arange(length))  # [z] the side to move flips every move
+            self.window.append((self.played[g, :length].copy(), self.targets[g, :length].copy(), z.astype(np.float32)))
+            self.recent.append((length, bool(result == 0)))
+            self.boards[g], self.moves_played[g], self.playing[g] = 0, 0, False
+        self.start_games()
+        return len(finished), positions
+
+    def charts(self) -> dict:
+        return {"charts/episodic_length": float(np.mean([length for length, _ in self.recent])),
+                "charts/draw_rate": float(np.mean([drawn for _, drawn in self.recent]))}
+
+    def state_dict(self) -> dict:  # tensors, lists and numbers: torch.load(weights_only=True) takes them
+        empty = (np.zeros((0, self.game.num_cells), np.int8), np.zeros((0, self.game.num_actions), np.float32),
+                 np.zeros(0, np.float32))
+        boards, pis, zs = (torch.from_numpy(np.concatenate(column)) for column in zip(empty, *self.window))
+        lengths = torch.tensor([len(z) for *_, z in self.window])
+        return {name: torch.from_numpy(getattr(self, name)) for name in self.ARRAYS} | {
+            "window": {"boards": boards, "pis": pis, "zs": zs, "lengths": lengths}, "recent": list(self.recent),
+            "started": self.started}
+
+    def load_state_dict(self, state: dict):
+        for name in self.ARRAYS:
+            setattr(self, name, state[name].numpy().copy())
+        splits = np.cumsum(state["window"]["lengths"].numpy())[:-1]
+        columns = [np.split(state["window"][key].numpy(), splits) for key in ("boards", "pis", "zs")]
+        self.window = deque(zip(*columns) if len(state["window"]["lengths"]) else [], maxlen=self.window.maxlen)
+        self.recent, self.started = deque(state["recent"], maxlen=100), state["started"]
+        self.start_games()  # a larger --total-games on --resume: new games in the free slots
 
 
 def train(args: Args) -> dict:
-    resume_path, resumed = args.resume, load_checkpoint(args.resume, "--resume") if args.resume else None
-    if resumed:  # the run's own settings, but for the three that may change
-        kept = ("cuda", "threads", "checkpoint_every")  # (a run from before --solver searched without it)
-        args = Args(**{"solver": False} | resumed["args"] | {name: getattr(args, name) for name in kept})
-    # torchrun starts K copies of this script (ranks); without it K = 1, rank 0, and `if world > 1` is skipped
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if resumed and resumed.get("world_size", 1) != world:  # (torchrun: rank 0 says it, the others exit 1)
-        sys.exit(f"error: --resume {resume_path}: the run used {resumed.get('world_size', 1)} processes, "
-                 f"this one {world}" if rank == 0 else 1)
-    if args.total_games < world:
-        sys.exit(f"error: --total-games must be at least {world} (the processes), got {args.total_games}"
-                 if rank == 0 else 1)
+    run = Run(args)  # the run to resume (its Args), seeds, device, torchrun
+    args, device, rank, world = run.args, run.device, run.rank, run.world
     share = args.total_games // world + (rank < args.total_games % world)  # this rank's games of the budget
-    seed = (args.seed + rank) % 2**32  # each rank plays its own games
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(args.torch_deterministic, warn_only=True)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS needs on a GPU
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-    if world > 1:  # gloo on CPUs, nccl on GPUs: rank r on its machine's GPU number LOCAL_RANK
-        if device.type == "cuda":
-            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if rank == 0:
-        print(f"device: {device}" + (f"; {world} processes" if world > 1 else ""))
-
     game = make_env(args.game, args.rows, args.cols, args.win_length)
     net = Net(game, args.channels, args.blocks).to(device)
     if world > 1:  # every rank starts from rank 0's weights
         for tensor in net.state_dict().values():
             torch.distributed.broadcast(tensor, src=0)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    rng, evaluate_leaves = np.random.default_rng(seed), net_evaluator(net, game)
+    rng, evaluate_leaves = np.random.default_rng(run.seed), net_evaluator(net, game)
     noise = (args.dirichlet_alpha, args.dirichlet_epsilon) if args.dirichlet_epsilon > 0 else None
-
-    # the self-play state: games in progress (board, moves played, the (board, pi) history of each slot), the
-    # replay window of finished games as (boards, pis, zs), and counters; a checkpoint holds all of it
-    playing = np.arange(args.num_envs) < share  # slots with a game in progress
-    boards, moves_played = game.initial_state(args.num_envs), np.zeros(args.num_envs, np.int64)
-    played = np.zeros((args.num_envs, game.num_cells, game.num_cells), np.int8)  # [g, t]: the board at move t
-    targets = np.zeros((args.num_envs, game.num_cells, game.num_actions), np.float32)  # ... and pi at t
-    window = deque(maxlen=args.replay_window)
-    recent = deque(maxlen=100)  # (length, drawn) of the latest finished games
-    games, started, new_positions, next_update, metrics = 0, int(playing.sum()), 0, args.num_envs, {}
-    if resumed:
-        net.load_state_dict(resumed["net"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        games, new_positions, next_update, metrics = (resumed[k] for k in (
-            "games", "new_positions", "next_update", "metrics"))
-        own = resumed if rank == 0 else resumed["ranks"][rank - 1]  # torchrun: this rank's self-play state
-        playing, boards, moves_played, played, targets = (own[k].numpy().copy() for k in (
-            "playing", "boards", "moves_played", "played", "targets"))
-        window, recent = unpack(own["window"], args.replay_window), deque(own["recent"], maxlen=100)
-        started = own["started"]
-        rng.bit_generator.state = own["rng"]["numpy_generator"]
-        random.setstate(own["rng"]["python"])
-        torch.set_rng_state(own["rng"]["torch"])
-    run_dir = (os.path.dirname(resume_path) or ".") if resumed else make_run_dir(args) if rank == 0 else None
-    if world > 1:  # rank 0's run folder
-        box = [run_dir]
-        torch.distributed.broadcast_object_list(box, src=0)
-        run_dir = box[0]
-    path = os.path.join(run_dir, "checkpoint.pt")
-    writer = (SummaryWriter(run_dir, purge_step=games + 1 if resumed else None)  # resumed: drop later steps
-              if rank == 0 else NoWriter())
-    if not resumed:
-        table = "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items())
-        writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-
-    def checkpoint(charts: dict):
-        if not all(torch.isfinite(p).all() for p in net.state_dict().values() if p.is_floating_point()):
-            stop_with_error("a network parameter is not finite")
-        writer.flush()  # the curves up to this checkpoint are on disk: a resume continues them
-        own = {"window": pack(window, game), "recent": list(recent), "started": started,
-               "rng": {"numpy_generator": rng.bit_generator.state, "python": random.getstate(),
-                       "torch": torch.get_rng_state()}} | {key: torch.from_numpy(array) for key, array in (
-            ("playing", playing), ("boards", boards), ("moves_played", moves_played), ("played", played),
-            ("targets", targets))}
-        if world > 1:  # torchrun: rank 0 writes every rank's self-play state
-            states = [None] * world
-            torch.distributed.all_gather_object(states, own)
-            own |= {"ranks": states[1:]}
-        if rank == 0:
-            save_checkpoint(path, {
-                "script": "alphazero", "args": asdict(args) | dict(resume=None, evaluate=None, play=None),
-                "net": net.state_dict(), "optimizer": optimizer.state_dict(), "games": games,
-                "new_positions": new_positions, "next_update": next_update, "metrics": metrics | charts,
-                "world_size": world} | own)
-        written.append(games)
-
-    def stop_with_error(what: str):
-        progress.close()
-        writer.close()
-        last = f"the last good checkpoint: {path}" if written or resumed else "no checkpoint was written yet"
-        sys.exit(f"error: {what} at game {games:,}; stopped. {last[0].upper()}{last[1:]}" if rank == 0 else 1)
-
-    signals, received = [], []  # SIGINT / SIGTERM: the first ends the run after this move, a second at once
-
-    def on_signal(signum, frame):  # (torchrun passes its own Ctrl-C on, and all ranks must agree: `received`)
-        if signals and world == 1:
-            os._exit(128 + signum)
-        (signals if world == 1 else received).append(signum)
-
-    handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    written, charts, searched, search_time, wall = [], {}, 0, 0.0, time.time()
-    progress = tqdm(total=args.total_games, initial=games, disable=None if rank == 0 else True, unit="game")
-    try:
-        while games < args.total_games and not signals:
+    selfplay = SelfPlay(game, args.num_envs, args.replay_window, share)
+    saved = run.restore(per_rank={"self_play": selfplay, "generator": rng}, net=net, optimizer=optimizer)
+    new_positions, next_update = saved.get("new_positions", 0), saved.get("next_update", args.num_envs)
+    evaluate_now = lambda: evaluate_opponents(net, game, args)
+    with run:  # the signal handlers are put back however train() ends
+        games = run.begin(total=args.total_games)
+        while games < args.total_games:
             start = time.perf_counter()
             net.eval()
-            live = np.flatnonzero(playing)
-            tree = search(game, boards[live], evaluate_leaves, args.simulations, args.c_puct, noise, rng,
+            live = np.flatnonzero(selfplay.playing)  # search: from the position of every game in progress
+            tree = search(game, selfplay.boards[live], evaluate_leaves, args.simulations, args.c_puct, noise, rng,
                           args.solver)
-            moves, pi = choose_moves(root_visits(tree), moves_played[live] < args.temperature_moves, rng)
-            played[live, moves_played[live]], targets[live, moves_played[live]] = boards[live], pi
-            boards[live], moves_played[live] = game.next_state(boards[live], moves), moves_played[live] + 1
-            done, value = game.terminal_value(boards[live])
-            finished_now, positions = int(done.sum()), int(moves_played[live[done]].sum())
-            for g, result in zip(live[done], value[done]):  # record the finished game, start a new one there
-                length = int(moves_played[g])
-                z = result * (-1.0) ** (length - np.arange(length))  # [z] the side to move flips every move
-                window.append((played[g, :length].copy(), targets[g, :length].copy(), z.astype(np.float32)))
-                recent.append((length, bool(result == 0)))
-                boards[g], moves_played[g], playing[g] = 0, 0, started < share  # budget permitting
-                started += int(playing[g])
-            searches, ready = len(live) * args.simulations, len(window) > 0  # ready: a window to train on
-            if world > 1:  # torchrun: games, positions and searches of all ranks; a signal to any stops all
-                rows = [torch.zeros(5, dtype=torch.float64, device=device) for _ in range(world)]
-                torch.distributed.all_gather(rows, torch.tensor(
-                    [finished_now, positions, searches, ready, received[0] if received else 0], device=device,
-                    dtype=torch.float64))
-                ranks = torch.stack(rows).cpu().numpy()
-                finished_now, positions, searches = ranks[:, :3].sum(0).astype(int).tolist()
-                ready = bool(ranks[:, 3].all())
-                signals[:] = [int(ranks[:, 4].max())] if ranks[:, 4].any() else []
-            games, new_positions = games + finished_now, new_positions + positions
-            searched += searches
-            search_time += time.perf_counter() - start
-            progress.update(finished_now)
-
-            if (games >= next_update or games == args.total_games) and ready:  # an iteration: num_envs
-                next_update += args.num_envs * world  # finished games (of each rank)
+            moves, pi = choose_moves(root_visits(tree), selfplay.moves_played[live] < args.temperature_moves, rng)
+            finished, positions = selfplay.play(live, moves, pi)  # play and store; finished games go to the window
+            finished, positions, ready = run.moved(start, finished, positions, len(live) * args.simulations,
+                                                   len(selfplay.window) > 0)  # torchrun: the counts of all ranks
+            games, new_positions = run.games, new_positions + positions
+            if (games >= next_update or games == args.total_games) and ready:  # update: an iteration every
+                next_update += args.num_envs * world  # num_envs finished games (of each rank)
                 steps = max(1, round(args.replay_ratio * new_positions / (args.batch_size * world)))
-                policy_loss, value_loss = update(net, optimizer, window, steps, game, args, rng, world)
+                policy_loss, value_loss = update(net, optimizer, selfplay.window, steps, game, args, rng, world)
                 new_positions = 0
-                charts = {"losses/policy_loss": policy_loss, "losses/value_loss": value_loss,
-                          "charts/SPS": searched / search_time,  # searched positions per second of self-play
-                          "charts/episodic_length": float(np.mean([r[0] for r in recent])),
-                          "charts/draw_rate": float(np.mean([r[1] for r in recent]))}
-                for tag in ("losses/policy_loss", "losses/value_loss"):
-                    if not math.isfinite(charts[tag]):
-                        stop_with_error(f"{tag} is {charts[tag]}")
-                for tag, scalar in charts.items():
-                    writer.add_scalar(tag, scalar, games)
-                progress.set_postfix(SPS=f"{charts['charts/SPS']:.0f}", loss=f"{policy_loss + value_loss:.2}")
-            finished = games - finished_now
-            evaluation = games // args.eval_every > finished // args.eval_every or games == args.total_games
-            if evaluation and rank == 0:  # torchrun: the others wait for it at the next move
-                metrics = evaluate_opponents(net, game, args)
-                for tag, scalar in metrics.items():
-                    writer.add_scalar(tag, scalar, games)
-            every = args.checkpoint_every
-            if every and games // every > finished // every and games < args.total_games:
-                checkpoint(charts)
-        checkpoint(charts)  # the final one, or the interrupted run's
-        progress.close()
-        writer.close()
-    finally:
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
-    if world > 1:
-        torch.distributed.destroy_process_group()
-    if signals:
-        launcher = "torchrun (same options)" if world > 1 else "python"
-        command = f"{launcher} {os.path.basename(__file__)} --resume {path}"
-        if rank == 0:
-            print(f"interrupted at game {games:,}: checkpoint {path}; resume with: {command}")
-        sys.exit(128 + signals[0])
-    if rank > 0:
-        return {"global_step": games, "run_dir": run_dir, "checkpoint": path}
+                run.log(games, {"losses/policy_loss": policy_loss, "losses/value_loss": value_loss} | selfplay.charts())
+            if run.due(args.eval_every):
+                run.evaluate(games, evaluate_now)
+            run.end_step(new_positions=new_positions, next_update=next_update)  # a checkpoint when due, Ctrl-C
+        return run.finish(evaluate_now, new_positions=new_positions, next_update=next_update)
 
-    clock = timedelta(seconds=round(time.time() - wall))
-    print(f"finished {args.total_games:,} self-play games in {clock} "
-          f"({searched / max(search_time, 1e-9):,.0f} positions searched/s); final evaluation win/draw/loss: "
-          f"{evaluation_summary(metrics)}")
-    print(f"run folder: {run_dir}   (tensorboard --logdir runs)")
-    print(f"checkpoint: {path}")
-    return metrics | charts | {"global_step": games, "run_dir": run_dir, "checkpoint": path}
+
+# === Run harness: run folder, TensorBoard, progress, checkpoints, resume, signals, NaN, closing lines. ===
+# The harness of ac.py, a2c.py, ddpg.py, td3.py and sac.py, with the same names and wording; it differs where alphazero
+# does: the budget is self-play games, a checkpoint falls between two moves, evaluation plays opponents, and --play.
+# Under torchrun, rank 0 alone makes the folder, writes, evaluates and prints.
+SCRIPT = os.path.basename(__file__)[: -len(".py")]
+MAY_CHANGE = ("cuda", "threads", "checkpoint_every", "resume", "total_games")  # on --resume
+GIVEN: set[str] = set()  # the Args fields named on the command line
+
+
+def rank_world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))  # torchrun's, else 0 and 1
+
+
+def fail(message: str):
+    """One line on stderr (rank 0's alone) and exit status 1."""
+    sys.exit(f"error: {message}" if rank_world()[0] == 0 else 1)
+
+
+def load_checkpoint(path: str, flag: str) -> dict:
+    if not os.path.isfile(path):
+        fail(f"{flag} {path}: {'is a directory' if os.path.isdir(path) else 'no such file'}")
+    try:
+        checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 (whatever torch.load says, the file is not one of ours)
+        fail(f"{flag} {path}: not a duet checkpoint (torch.load failed: {type(e).__name__})")
+    if not isinstance(checkpoint, dict) or "script" not in checkpoint:
+        fail(f"{flag} {path}: not a duet checkpoint (no 'script' entry)")
+    if checkpoint["script"] != SCRIPT:
+        fail(f"{flag} {path}: a checkpoint of {checkpoint['script']}.py, not {SCRIPT}.py")
+    return checkpoint
+
+
+def load(path: str, flag: str = "--play", args: Args | None = None) -> tuple[Net, Args]:
+    """A checkpoint's network, in eval mode, and its run's Args; a board named on the command line must be its own."""
+    checkpoint, given = load_checkpoint(path, flag), GIVEN if args else set()
+    run = Args(**checkpoint["args"])
+    other = [k for k in ("game", "rows", "cols", "win_length") if k in given and getattr(args, k) != getattr(run, k)]
+    if other:
+        fail(f"{flag} {path}: a checkpoint of {run.game} ({run.rows}x{run.cols}, {run.win_length} in a row), not "
+             + ", ".join(f"--{k.replace('_', '-')} {getattr(args, k)}" for k in other))
+    torch.set_num_threads(run.threads)
+    net = Net(make_env(run.game, run.rows, run.cols, run.win_length), run.channels, run.blocks)
+    net.load_state_dict(checkpoint["net"])
+    return net.eval(), run
+
+
+def new_folder(base: str, name: str, make: bool = True) -> str:
+    """base/name, or base/name-2, -3, ... where it exists: never write into another run's folder."""
+    for k in range(1, 10_000):
+        path = os.path.join(base, name if k == 1 else f"{name}-{k}")
+        try:
+            os.makedirs(path) if make else os.path.exists(path) and os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as e:
+            fail(f"cannot make the folder {path}: {e.strerror}")
+
+
+def state_of(thing):
+    if isinstance(thing, torch.Tensor):
+        return thing.detach().cpu().clone()
+    return thing.bit_generator.state if isinstance(thing, np.random.Generator) else thing.state_dict()
+
+
+def load_state(thing, state):
+    if isinstance(thing, torch.Tensor):
+        with torch.no_grad():
+            thing.copy_(state)
+    elif isinstance(thing, np.random.Generator):
+        thing.bit_generator.state = state
+    else:
+        thing.load_state_dict(state)
+
+
+def rng_states() -> dict:  # as lists and ints: weights_only loading refuses numpy arrays
+    numpy = np.random.get_state()
+    return {"python": random.getstate(), "numpy": [numpy[0], numpy[1].tolist(), *numpy[2:]],
+            "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_states(rng: dict):
+    random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
+    np.random.set_state((rng["numpy"][0], np.array(rng["numpy"][1], dtype=np.uint32), *rng["numpy"][2:]))
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+class NoWriter:  # the TensorBoard writer of ranks other than 0: every call does nothing
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
+
+class Run:
+    """One run's bookkeeping, in train()'s order: Run(args) (resume, seeds, device, torchrun), restore(things),
+    begin(total) (folder, TensorBoard, progress, signals), then per move moved() (the games of all ranks), log(),
+    due() and evaluate(), end_step() (checkpoints, Ctrl-C), and finish() (final evaluation and checkpoint, closing
+    lines). `with run:` puts the signal handlers back however train() ends."""
+
+    def __init__(self, args):
+        self.rank, self.world = rank_world()
+        self.checkpoint = load_checkpoint(args.resume, "--resume") if args.resume else None
+        self.args = args = self.resumed_args(args) if self.checkpoint else args
+        self.games, self.finished, self.written, self.signals, self.received = 0, 0, False, [], []
+        self.per_rank, self.metrics, self.charts, self.searched, self.search_time = {}, {}, {}, 0, 0.0
+        self.seed = seed = (args.seed + self.rank) % 2**32  # torchrun: each rank plays its own games
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(args.torch_deterministic, warn_only=True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS on a GPU needs it
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        torch.set_num_threads(args.threads)
+        self.device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+        if self.world > 1:  # gloo on CPUs, nccl on GPUs: rank r on its machine's GPU number LOCAL_RANK
+            if self.device.type == "cuda":
+                torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    def resumed_args(self, args):
+        """The run's own Args, but for MAY_CHANGE; another setting that differs is one line, exit 1."""
+        if self.checkpoint["world_size"] != self.world:
+            fail(f"--resume {args.resume}: the run used {self.checkpoint['world_size']} processes, this {self.world}")
+        saved = {"solver": False} | self.checkpoint["args"]  # (a run from before --solver searched without it)
+        given, default = asdict(args), {f.name: f.default for f in fields(args)}
+        named = lambda k: k in GIVEN or given[k] != default[k]  # on the command line, or in a call to train
+        changed = [k for k in saved if k not in MAY_CHANGE and named(k) and given[k] != saved[k]]
+        if changed:
+            fail(f"--resume {args.resume}: not the run's settings: " + ", ".join(
+                f"--{k.replace('_', '-')} {given[k]} (the run's: {saved[k]})" for k in changed))
+        budget = args.total_games if named("total_games") else saved["total_games"]
+        if budget < saved["total_games"]:
+            fail(f"--resume {args.resume}: --total-games {budget} is below the run's {saved['total_games']}")
+        if self.checkpoint["games"] >= saved["total_games"] and budget == saved["total_games"]:
+            if self.rank == 0:
+                print(f"{args.resume} is finished ({self.checkpoint['games']:,} games); to train it longer: "
+                      f"{self.how()} {SCRIPT}.py --resume {args.resume} --total-games N (N > {saved['total_games']})")
+            sys.exit(0)
+        args = type(args)(**saved | {k: given[k] for k in MAY_CHANGE} | {"total_games": budget, "resume": None})
+        args.resume = given["resume"]  # (Args checks itself only without --resume: here, as the run's own)
+        return args
+
+    def restore(self, per_rank: dict | None = None, **things) -> dict:
+        """What a checkpoint saves (per_rank: each rank's own); on --resume, loaded. Returns the checkpoint (or {}),
+        whose counters train() reads back."""
+        self.things, self.per_rank = things, per_rank or {}
+        if not self.checkpoint:
+            return {}
+        mine = self.checkpoint["ranks"][self.rank]
+        for name, thing in (*things.items(), *self.per_rank.items()):
+            load_state(thing, (self.checkpoint if name in things else mine)[name])
+        set_rng_states(mine["rng"])
+        self.games, self.metrics = self.checkpoint["games"], self.checkpoint["metrics"]
+        return self.checkpoint
+
+    def begin(self, total: int) -> int:
+        """Folder, TensorBoard, progress bar, clock, signal handlers; `total` games in all. Returns the games played."""
+        self.total, folder = total, None
+        if self.checkpoint:
+            folder = os.path.dirname(self.args.resume) or "."  # the path as the user gave it
+            if not os.access(folder, os.W_OK):
+                fail(f"--resume {self.args.resume}: cannot write in the run folder {folder}")
+            names = [f for f in os.listdir(folder) if f.startswith("events.out.tfevents.")]
+            while time.time() < max((int(f.split(".")[3]) for f in names), default=0) + 1:
+                time.sleep(0.05)  # TensorBoard reads event files in name order, named by the second of their start
+        elif self.rank == 0:
+            folder = new_folder("runs", f"{self.args.game}__{self.args.exp_name}__{self.args.seed}__"
+                                        f"{time.strftime('%Y%m%d-%H%M%S')}")
+        if self.world > 1:  # every rank learns rank 0's folder
+            box = [folder]
+            torch.distributed.broadcast_object_list(box, src=0)
+            folder = box[0]
+        self.dir, self.path = folder, os.path.join(folder, "checkpoint.pt")
+        self.written, self.writer = os.path.exists(self.path), NoWriter()
+        if self.rank == 0:
+            print(f"device: {self.device}" + (f"; {self.world} processes" if self.world > 1 else "")
+                  + (f"; resuming {self.args.resume} at game {self.games:,}" if self.checkpoint else ""))
+            # on resume, TensorBoard drops what the interrupted run logged after its checkpoint
+            self.writer = SummaryWriter(folder, purge_step=self.games + 1 if self.checkpoint else None)
+            if not self.checkpoint:
+                table = "\n".join(f"|{key}|{value}|" for key, value in asdict(self.args).items())
+                self.writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+        self.progress = tqdm(total=total, initial=self.games, unit="game", disable=None if self.rank == 0 else True)
+        self.run_start = time.time()
+        self.old_handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self.games
+
+    def on_signal(self, signum, frame):  # the first Ctrl-C / SIGTERM stops after this move, a second one at once
+        if self.signals and self.world == 1:  # (torchrun passes its own Ctrl-C on; the ranks agree in moved())
+            os._exit(128 + signum)
+        (self.signals if self.world == 1 else self.received).append(signum)
+
+    def moved(self, start: float, finished: int, positions: int, searched: int, ready: bool) -> tuple[int, int, bool]:
+        """After a move in every game: the games that finished, their positions and the searched ones, added up over
+        the ranks (torchrun: one all_gather, which also makes a signal to one rank everyone's); ready: every rank
+        has a window to train on. The self-play clock runs from `start`."""
+        row = [finished, positions, searched, ready, self.received[0] if self.received else 0]
+        table = np.array([row], np.float64)
+        if self.world > 1:
+            rows = [torch.zeros(len(row), dtype=torch.float64, device=self.device) for _ in range(self.world)]
+            torch.distributed.all_gather(rows, torch.tensor(row, dtype=torch.float64, device=self.device))
+            table = torch.stack(rows).cpu().numpy()
+            self.signals[:] = [int(table[:, 4].max())] if table[:, 4].any() else []
+        self.finished, positions, searched = table[:, :3].sum(0).astype(int).tolist()
+        self.games, self.searched = self.games + self.finished, self.searched + searched
+        self.search_time += time.perf_counter() - start
+        self.progress.update(self.finished)
+        return self.finished, positions, bool(table[:, 3].all())
+
+    def sps(self) -> float:  # positions searched per second of self-play (updates and evaluations left out)
+        return self.searched / max(self.search_time, 1e-9)
+
+    def log(self, games: int, scalars: dict):
+        """Scalars (torchrun: the ranks' means) and charts/SPS to TensorBoard; one not finite stops the run."""
+        values = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=self.device) for v in scalars.values()])
+        if self.world > 1:
+            torch.distributed.all_reduce(values)
+            values /= self.world
+        self.charts = dict(zip(scalars, values.tolist())) | {"charts/SPS": self.sps()}
+        for name, value in self.charts.items():
+            if not math.isfinite(value):
+                self.stop(f"error: {name} is {value} at game {games:,}; stopped. {self.last_good()}", 1)
+            self.writer.add_scalar(name, value, games)
+        self.progress.set_postfix(sps=f"{self.sps():.0f}")
+
+    def due(self, every: int) -> bool:  # this move's games crossed a multiple of `every`, not the last
+        return every > 0 and self.games // every > (self.games - self.finished) // every and self.games < self.total
+
+    def evaluate(self, games: int, evaluate_now):
+        """evaluate_now() -> {eval/<opponent>_<outcome>: rate, ...}, by rank 0 (the others wait at the next move)."""
+        if self.rank == 0:
+            self.metrics = evaluate_now()
+            for tag, value in self.metrics.items():
+                self.writer.add_scalar(tag, value, games)
+
+    def end_step(self, **counters):
+        """A checkpoint when one is due or a signal came; after a signal, the run stops (exit 128 + signal)."""
+        if self.signals or self.due(self.args.checkpoint_every):
+            self.save(counters)
+        if self.signals:
+            self.stop(f"interrupted at game {self.games:,}: checkpoint {self.path}; resume with: {self.how()} "
+                      f"{SCRIPT}.py --resume {self.path}", 128 + self.signals[0])
+
+    def how(self) -> str:  # the command that runs this script again
+        return "torchrun (same options)" if self.world > 1 else "python"
+
+    def last_good(self) -> str:
+        return f"The last good checkpoint: {self.path}" if self.written else "No checkpoint was written yet."
+
+    def save(self, counters: dict):
+        """Every registered thing, each rank's own and its random states, the counters; atomic (a .tmp file, then
+        os.replace): a crash or a full disk leaves the last checkpoint whole. Never one with a NaN."""
+        params = [p for t in self.things.values() for p in (t.parameters() if isinstance(t, nn.Module) else
+                  [t] if isinstance(t, torch.Tensor) else [])]
+        if not all(torch.isfinite(p).all() for p in params):
+            self.stop(f"error: a parameter is not finite at game {self.games:,}; stopped. {self.last_good()}", 1)
+        ranks = [{"rng": rng_states()} | {name: state_of(t) for name, t in self.per_rank.items()}]
+        if self.world > 1:
+            ranks = ranks * self.world
+            torch.distributed.all_gather_object(ranks, ranks[0])
+        if self.rank > 0:
+            return
+        self.writer.flush()  # the curves up to the checkpoint survive a crash with it
+        checkpoint = {"script": SCRIPT, "args": asdict(self.args), "games": self.games, "metrics": self.metrics,
+                      "world_size": self.world, "ranks": ranks} | counters | \
+            {name: state_of(t) for name, t in self.things.items()}
+        try:
+            torch.save(checkpoint, self.path + ".tmp")
+            os.replace(self.path + ".tmp", self.path)
+        except (OSError, RuntimeError) as e:  # a full disk, a read-only folder
+            self.stop(f"error: cannot write {self.path} ({e}); stopped. {self.last_good()}", 1)
+        self.written = True
+
+    def stop(self, message: str, code: int):
+        self.progress.close()
+        self.writer.close()
+        for s, handler in self.old_handlers.items():
+            signal.signal(s, handler)
+        if self.rank == 0:
+            print(message, file=sys.stderr if code == 1 else sys.stdout, flush=True)
+        sys.exit(code)
+
+    def finish(self, evaluate_now, **counters) -> dict:
+        """The final evaluation, the final checkpoint, the closing lines; returns the run's metrics."""
+        self.progress.close()
+        sps, seconds = self.sps(), round(time.time() - self.run_start)
+        self.evaluate(self.games, evaluate_now)
+        self.save(counters)
+        self.writer.close()
+        for s, handler in self.old_handlers.items():
+            signal.signal(s, handler)
+        if self.world > 1:
+            torch.distributed.destroy_process_group()
+        if self.rank == 0:
+            print(f"finished {self.games:,} self-play games in {seconds // 3600}:{seconds // 60 % 60:02d}:"
+                  f"{seconds % 60:02d} ({sps:,.0f} positions searched/s); final evaluation win/draw/loss: "
+                  f"{evaluation_summary(self.metrics)}\n"
+                  f"run folder: {self.dir}   (tensorboard --logdir {os.path.dirname(self.dir) or '.'})\n"
+                  f"checkpoint: {self.path}")
+        return self.metrics | self.charts | {"global_step": self.games, "run_dir": self.dir, "checkpoint": self.path}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        for s, handler in getattr(self, "old_handlers", {}).items():
+            signal.signal(s, handler)
+
+
+def evaluate_checkpoint(args) -> dict:
+    """--evaluate PATH: the checkpoint on its game against each evaluation opponent, --eval-games games each, at
+    --eval-simulations per move (none: the run's); one line per opponent."""
+    net, run = load(args.evaluate, "--evaluate", args)
+    run.eval_games, run.eval_simulations = args.eval_games, args.eval_simulations or run.eval_simulations
+    metrics = evaluate_opponents(net, make_env(run.game, run.rows, run.cols, run.win_length), run)
+    print(f"evaluation of {args.evaluate} on {run.game}: {run.eval_games} games per opponent, half moving first, "
+          f"{run.eval_simulations or run.simulations} simulations per move")
+    for opponent in evaluation_summary(metrics).split(", "):
+        name, rates = opponent.split()
+        print(f"  {name:8s} win/draw/loss {rates}")
+    if "eval/exhaustive_losses" in metrics:
+        print(f"  losing lines when the opponent tries every reply: {metrics['eval/exhaustive_losses']}")
+    return metrics
+
+
+def main(args_class):
+    """The command line: train(args), or with --evaluate PATH, evaluate_checkpoint(args), or with --play PATH, play."""
+    GIVEN.update(a[2:].split("=")[0].replace("-", "_") for a in sys.argv[1:] if a.startswith("--"))
+    args = tyro.cli(args_class)
+    if args.resume and args.evaluate:
+        fail("--resume and --evaluate exclude each other: resume to train on, evaluate to watch")
+    if args.resume and args.play:
+        fail("--resume and --play exclude each other: resume to train on, play to play against it")
+    evaluate_checkpoint(args) if args.evaluate else play(args) if args.play else train(args)
 
 
 if __name__ == "__main__":
-    cli_args = tyro.cli(Args)
-    if cli_args.evaluate:
-        evaluate_checkpoint(cli_args.evaluate, cli_args.eval_games, cli_args.eval_simulations)
-    elif cli_args.play:
-        play(cli_args.play, cli_args.play_first, cli_args.eval_simulations)
-    else:
-        train(cli_args)
+    main(Args)

@@ -1,3 +1,4 @@
+import errno
 import functools
 import glob
 import inspect
@@ -498,18 +499,18 @@ def test_sigterm_in_process_checkpoints_exits_143_and_restores_the_handlers(monk
 
 
 def test_exact_resume_gives_the_uninterrupted_runs_network_and_window(monkeypatch):
-    real_save, copies = alphazero.save_checkpoint, []
+    real_save, copies = alphazero.Run.save, []
 
-    def save_checkpoint(path, checkpoint):
-        real_save(path, checkpoint)
+    def save(run, counters):
+        real_save(run, counters)
         if not copies:  # keep the first periodic checkpoint, as a crash would have left it
             os.makedirs("copy")
-            copies.append(shutil.copy(path, "copy/checkpoint.pt"))
+            copies.append(shutil.copy(run.path, "copy/checkpoint.pt"))
 
-    monkeypatch.setattr(alphazero, "save_checkpoint", save_checkpoint)
+    monkeypatch.setattr(alphazero.Run, "save", save)
     full = train(Args(checkpoint_every=16, **SMALL))
     middle = torch.load(copies[0], weights_only=True)
-    assert 16 <= middle["games"] < 48 and middle["playing"].any()  # games in progress were saved too
+    assert 16 <= middle["games"] < 48 and middle["ranks"][0]["self_play"]["playing"].any()  # games in progress too
     resumed = train(Args(resume=copies[0], cuda=False))
     assert resumed["checkpoint"] == os.path.join("copy", "checkpoint.pt")
     a, b = (torch.load(m["checkpoint"], weights_only=True) for m in (full, resumed))
@@ -517,17 +518,18 @@ def test_exact_resume_gives_the_uninterrupted_runs_network_and_window(monkeypatc
     for key in ("net", "optimizer"):
         flat_a, flat_b = (torch.nn.utils.parameters_to_vector([t.float() for t in flatten(x[key])]) for x in (a, b))
         assert torch.equal(flat_a, flat_b), key
+    window_a, window_b = (x["ranks"][0]["self_play"]["window"] for x in (a, b))
     for key in ("boards", "pis", "zs", "lengths"):
-        assert torch.equal(a["window"][key], b["window"][key]), key
-    assert b["window"]["lengths"].sum() > 0 and full["eval/random_win"] == resumed["eval/random_win"]
+        assert torch.equal(window_a[key], window_b[key]), key
+    assert window_b["lengths"].sum() > 0 and full["eval/random_win"] == resumed["eval/random_win"]
 
 
 def test_a_run_from_before_the_solver_resumes_without_it(monkeypatch):
     """A checkpoint whose Args predate --solver (no 'solver' entry) resumes with the search it was trained with;
     one with the entry keeps it."""
-    real_save = alphazero.save_checkpoint
-    monkeypatch.setattr(alphazero, "save_checkpoint", lambda path, checkpoint: real_save(path, checkpoint)
-                        or os.path.exists("new.pt") or shutil.copy(path, "new.pt"))  # the first: games in progress
+    real_save = alphazero.Run.save
+    monkeypatch.setattr(alphazero.Run, "save", lambda run, counters: real_save(run, counters)
+                        or os.path.exists("new.pt") or shutil.copy(run.path, "new.pt"))  # the first: games in progress
     train(Args(checkpoint_every=16, **TINY))
     checkpoint = torch.load("new.pt", weights_only=True)
     assert checkpoint["games"] < 32 and checkpoint["args"]["solver"]
@@ -552,12 +554,12 @@ def flatten(state):
     """The tensors of a (nested) state dict, in order."""
     if isinstance(state, torch.Tensor):
         return [state.reshape(-1)]
-    items = state.values() if isinstance(state, dict) else state if isinstance(state, (list, tuple)) else []
+    items = state.values() if isinstance(state, dict) else state if isinstance(state, list | tuple) else []
     return [t for item in items for t in flatten(item)]
 
 
-def test_nan_stops_with_one_line_and_keeps_the_last_good_checkpoint(monkeypatch):
-    real_update, real_save, saved = alphazero.update, alphazero.save_checkpoint, []
+def test_nan_stops_with_one_line_and_keeps_the_last_good_checkpoint(monkeypatch, capsys):
+    real_update, real_save, saved = alphazero.update, alphazero.Run.save, []
 
     def update(net, optimizer, *rest):
         if saved:  # after the first checkpoint: a learning rate of 1e30
@@ -565,27 +567,30 @@ def test_nan_stops_with_one_line_and_keeps_the_last_good_checkpoint(monkeypatch)
                 group["lr"] = 1e30
         return real_update(net, optimizer, *rest)
 
-    def save_checkpoint(path, checkpoint):
-        real_save(path, checkpoint)
-        saved.append(open(path, "rb").read())
+    def save(run, counters):
+        real_save(run, counters)
+        saved.append(open(run.path, "rb").read())
 
     monkeypatch.setattr(alphazero, "update", update)
-    monkeypatch.setattr(alphazero, "save_checkpoint", save_checkpoint)
+    monkeypatch.setattr(alphazero.Run, "save", save)
+    capsys.readouterr()
     with pytest.raises(SystemExit) as stopped:
         train(Args(checkpoint_every=8, **SMALL))
     path = glob.glob("runs/*/checkpoint.pt")[0]
-    message = str(stopped.value.code)
+    message = capsys.readouterr().err
     assert saved and open(path, "rb").read() == saved[-1]  # the last good one, never overwritten after the NaN
-    assert len(message.splitlines()) == 1 and message.startswith("error: ")
-    assert re.search(r"(losses/\w+_loss is (nan|inf)|a network parameter is not finite) at game \d+; stopped", message)
-    assert message.endswith(f"The last good checkpoint: {path}")
+    assert stopped.value.code == 1 and len(message.splitlines()) == 1 and message.startswith("error: ")
+    assert re.search(r"(losses/\w+_loss is (nan|inf)|a parameter is not finite) at game \d+; stopped", message)
+    assert message.strip().endswith(f"The last good checkpoint: {path}")
 
 
 def test_checkpoint_loads_back_with_weights_only_and_evaluates_as_the_final_evaluation():
     metrics = train(Args(**TINY))
     checkpoint = torch.load(metrics["checkpoint"], weights_only=True)
     assert checkpoint["script"] == "alphazero" and checkpoint["args"]["total_games"] == 32
-    assert {"net", "optimizer", "window", "rng", "games", "boards", "played", "targets"} <= set(checkpoint)
+    assert {"net", "optimizer", "games", "new_positions", "next_update", "metrics", "ranks"} <= set(checkpoint)
+    assert {"rng", "generator", "self_play"} <= set(checkpoint["ranks"][0])
+    assert {"window", "boards", "played", "targets", "playing", "started"} <= set(checkpoint["ranks"][0]["self_play"])
     results = evaluate(metrics["checkpoint"], "random", 2, seed=1 + 10_000)  # the seed the final evaluation used
     assert np.mean(results > 0) == pytest.approx(metrics["eval/random_win"])
     assert np.mean(results < 0) == pytest.approx(metrics["eval/random_loss"])
@@ -601,7 +606,7 @@ def test_play_in_the_terminal(game, monkeypatch, capsys):
     width = 9 if game == "tictactoe" else 7
     tries = f"x\n0\n{width + 1}\n1\n1\n" + "".join(f"{m}\n" for m in list(range(1, width + 1)) * 6)
     monkeypatch.setattr(sys, "stdin", io.StringIO(tries))
-    alphazero.play(path, human_first=True)
+    alphazero.play(Args(play=path, cuda=False))
     out = capsys.readouterr().out
     assert "illegal move 'x'" in out and "illegal move '0'" in out and f"illegal move '{width + 1}'" in out
     assert out.count("the agent plays") >= 1
@@ -610,7 +615,7 @@ def test_play_in_the_terminal(game, monkeypatch, capsys):
         assert "1 2 3\n4 5 6\n7 8 9" in out  # the empty board, cells numbered
         assert "illegal move '1'" in out  # the second 1: the cell is taken
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-    alphazero.play(path, human_first=False)  # the agent opens; then stdin ends
+    alphazero.play(Args(play=path, play_first=False, cuda=False))  # the agent opens; then stdin ends
     out = capsys.readouterr().out
     assert "the agent plays" in out and "no more input" in out
 
@@ -626,14 +631,14 @@ def test_eval_simulations_set_the_agents_search_in_evaluate_and_play(monkeypatch
         return real_search(game, roots, evaluate_leaves, simulations, c_puct, noise, rng, solver)
 
     monkeypatch.setattr(alphazero, "search", spy)
-    alphazero.evaluate_checkpoint(path, 2, 9)
+    alphazero.evaluate_checkpoint(Args(evaluate=path, eval_games=2, eval_simulations=9, cuda=False))
     assert {(9, True), (TINY["rollouts"], False)} == set(seen) and "9 simulations per move" in capsys.readouterr().out
     seen.clear()
-    alphazero.evaluate_checkpoint(path, 2)  # the run's own setting
+    alphazero.evaluate_checkpoint(Args(evaluate=path, eval_games=2, cuda=False))  # the run's own setting
     assert {(3, True), (TINY["rollouts"], False)} == set(seen)
     seen.clear()
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-    alphazero.play(path, human_first=False, simulations=5)
+    alphazero.play(Args(play=path, play_first=False, eval_simulations=5, cuda=False))
     assert seen == [(5, True)]
     args = Args(**TINY)
     game = make_env(args.game, args.rows, args.cols, args.win_length)
@@ -654,8 +659,8 @@ def test_bad_checkpoint_paths_give_one_line_and_no_run_folder(tmp_path):
              "sac.pt": "a checkpoint of sac.py, not alphazero.py"}
     for path, reason in cases.items():
         for flag, call in (("--resume", lambda p: train(Args(resume=p, cuda=False))),
-                           ("--evaluate", lambda p: alphazero.evaluate_checkpoint(p, 2)),
-                           ("--play", lambda p: alphazero.play(p, True))):
+                           ("--evaluate", lambda p: alphazero.evaluate_checkpoint(Args(evaluate=p, cuda=False))),
+                           ("--play", lambda p: alphazero.play(Args(play=p, cuda=False)))):
             with pytest.raises(SystemExit) as stopped:
                 call(path)
             message = str(stopped.value.code)
@@ -665,11 +670,123 @@ def test_bad_checkpoint_paths_give_one_line_and_no_run_folder(tmp_path):
     assert not os.path.exists("runs")
 
 
+def first_checkpoint(monkeypatch, **overrides) -> str:
+    """A run of TINY (with overrides); its first periodic checkpoint, kept as a crash would have left it."""
+    real_save = alphazero.Run.save
+    monkeypatch.setattr(alphazero.Run, "save", lambda run, counters: real_save(run, counters) or os.path.exists(
+        "copy") or (os.makedirs("copy"), shutil.copy(run.path, "copy/checkpoint.pt")))
+    train(Args(**TINY | {"checkpoint_every": 8} | overrides))
+    monkeypatch.setattr(alphazero.Run, "save", real_save)
+    return os.path.join("copy", "checkpoint.pt")
+
+
+def test_resume_of_a_finished_run_says_how_to_train_it_longer_and_exits_0():
+    path = train(Args(**TINY | {"total_games": 8}))["checkpoint"]
+    result = run_script("alphazero.py", "--resume", path)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.strip() == (f"{path} is finished (8 games); to train it longer: python alphazero.py --resume "
+                                     f"{path} --total-games N (N > 8)")
+
+
+def test_a_larger_total_games_trains_a_finished_run_longer():
+    path = train(Args(**TINY | {"total_games": 8}))["checkpoint"]
+    metrics = train(Args(resume=path, total_games=20, cuda=False))
+    checkpoint = torch.load(path, weights_only=True)
+    assert metrics["global_step"] == 20 and checkpoint["games"] == 20 and checkpoint["args"]["total_games"] == 20
+    self_play = checkpoint["ranks"][0]["self_play"]
+    assert self_play["started"] == 20 and len(self_play["window"]["lengths"]) == 20 and not self_play["playing"].any()
+    evaluated = [step for step, _ in read_scalars(os.path.dirname(path))["eval/random_win"]]
+    assert evaluated == [8, 16, 20]  # the first run's final evaluation, then every 16 games and at the new end
+
+
+def test_resume_with_other_settings_names_each_one(monkeypatch):
+    path = first_checkpoint(monkeypatch)
+    result = run_script("alphazero.py", "--resume", path, "--total-games", "40", "--c-puct", "2.0", "--seed", "7",
+                        "--num-envs", "64")  # 64: the default, but named on the command line
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == (f"error: --resume {path}: not the run's settings: --seed 7 (the run's: 1), "
+                                     "--num-envs 64 (the run's: 8), --c-puct 2.0 (the run's: 1.5)")
+    with pytest.raises(SystemExit) as stopped:
+        train(Args(resume=path, simulations=9, cuda=False))  # in a call to train: a value other than the default
+    assert stopped.value.code == f"error: --resume {path}: not the run's settings: --simulations 9 (the run's: 4)"
+    result = run_script("alphazero.py", "--resume", path, "--total-games", "20")
+    assert result.returncode == 1 and result.stderr.strip() == (f"error: --resume {path}: --total-games 20 is below "
+                                                                "the run's 32")
+
+
+def test_resume_may_change_threads_cuda_and_checkpoint_every(monkeypatch):
+    path = first_checkpoint(monkeypatch)
+    games = torch.load(path, weights_only=True)["games"]
+    result = run_script("alphazero.py", "--resume", path, "--threads", "2", "--checkpoint-every", "5", "--no-cuda")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"device: cpu; resuming {path} at game {games}\n")
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["games"] == 32 and [checkpoint["args"][k] for k in ("threads", "checkpoint_every")] == [2, 5]
+
+
+@pytest.mark.parametrize(("flag", "message"), [
+    ("--evaluate", "--resume and --evaluate exclude each other: resume to train on, evaluate to watch"),
+    ("--play", "--resume and --play exclude each other: resume to train on, play to play against it")])
+def test_resume_with_evaluate_or_play_is_one_error_line(flag, message):
+    result = run_script("alphazero.py", "--resume", "a.pt", flag, "a.pt")
+    assert result.returncode == 1 and result.stdout == "" and result.stderr.strip() == f"error: {message}"
+
+
+def test_evaluate_or_play_on_another_board_is_one_error_line():
+    path = train(Args(**TINY | {"total_games": 8}))["checkpoint"]
+    for flag, other in (("--evaluate", ["--game", "connect4"]), ("--play", ["--win-length", "2"])):
+        result = run_script("alphazero.py", flag, path, *other)
+        assert result.returncode == 1 and result.stdout == "", result.stdout
+        assert result.stderr.strip() == (f"error: {flag} {path}: a checkpoint of tictactoe (3x3, 3 in a row), not "
+                                         f"{' '.join(other)}")
+    result = run_script("alphazero.py", "--evaluate", path, "--game", "tictactoe", "--eval-games", "2")  # its own
+    assert result.returncode == 0 and "evaluation of" in result.stdout, result.stderr
+
+
+def test_a_run_location_that_cannot_be_written_is_one_error_line(monkeypatch):
+    open("runs", "w").close()  # a file where the runs/ folder should be (root can write a read-only folder)
+    result = run_script("alphazero.py", "--total-games", "8", "--num-envs", "8", "--simulations", "4", "--no-cuda")
+    assert result.returncode == 1 and result.stdout == "", result.stdout
+    assert re.fullmatch(r"error: cannot make the folder runs/tictactoe__alphazero__1__\d{8}-\d{6}: Not a directory",
+                        result.stderr.strip()), result.stderr
+    os.remove("runs")
+    path = train(Args(**TINY | {"total_games": 8}))["checkpoint"]
+    monkeypatch.setattr(alphazero.os, "access", lambda p, mode: False)
+    with pytest.raises(SystemExit) as stopped:
+        train(Args(resume=path, total_games=16, cuda=False))
+    assert stopped.value.code == f"error: --resume {path}: cannot write in the run folder {os.path.dirname(path)}"
+
+
+def test_a_checkpoint_that_cannot_be_written_keeps_the_previous_one(monkeypatch, capsys):
+    saves, real_save = [], torch.save
+
+    def disk_full_at_the_second(obj, path):
+        saves.append(path)
+        if len(saves) == 2:
+            with open(path, "wb") as f:  # half a file, then the disk is full
+                f.write(b"half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_save(obj, path)
+
+    monkeypatch.setattr(alphazero.torch, "save", disk_full_at_the_second)
+    with pytest.raises(SystemExit) as stopped:
+        train(Args(**TINY | {"checkpoint_every": 8}))
+    (path,) = glob.glob("runs/*/checkpoint.pt")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stopped.value.code == 1 and len(err) == 1 and err[0].startswith(f"error: cannot write {path} (")
+    assert "No space left on device" in err[0] and err[0].endswith(f"; stopped. The last good checkpoint: {path}")
+    assert 8 <= torch.load(path, weights_only=True)["games"] < 16  # the previous checkpoint, whole
+
+
 def test_run_folders_are_unique_within_a_second(monkeypatch):
     monkeypatch.setattr(time, "strftime", lambda *a: "20260101-000000")
-    args = Args(cuda=False)
-    assert [alphazero.make_run_dir(args) for _ in range(3)] == [
-        "runs/tictactoe__alphazero__1__20260101-000000" + suffix for suffix in ("", "-2", "-3")]
+    folders = []
+    for _ in range(3):
+        with alphazero.Run(Args(cuda=False)) as run:
+            run.begin(total=1)
+            folders.append(run.dir)
+            run.progress.close(), run.writer.close()
+    assert folders == ["runs/tictactoe__alphazero__1__20260101-000000" + suffix for suffix in ("", "-2", "-3")]
 
 
 def test_help_documents_every_argument(monkeypatch, capsys):
