@@ -517,7 +517,7 @@ class Run:
         self.rank, self.world = rank_world()
         self.checkpoint = load_checkpoint(args.resume, "--resume") if args.resume else None
         self.args = args = self.resumed_args(args) if self.checkpoint else args
-        self.step, self.written, self.signals, self.per_rank = 0, False, [], {}
+        self.step, self.written, self.signals, self.received, self.per_rank = 0, False, [], [], {}
         self.recent_returns, self.eval_return, self.eval_seconds = deque(maxlen=20), math.nan, 0.0
         seed = args.seed + self.rank * args.num_envs  # torchrun: rank r's envs are envs rN .. rN + N - 1 of one run
         random.seed(seed)
@@ -606,9 +606,12 @@ class Run:
         return self.step
 
     def on_signal(self, signum, frame):  # the first Ctrl-C / SIGTERM stops after this step, a second one at once
-        if self.signals and self.world == 1:  # (torchrun passes its own Ctrl-C on: a second one for each rank)
+        if self.world > 1:  # torchrun: pending until the ranks agree in end_step (torchrun passes a Ctrl-C on, too)
+            self.received.append(signum)
+        elif self.signals:
             os._exit(128 + signum)
-        self.signals.append(signum)
+        else:
+            self.signals.append(signum)
 
     def restart_clock(self, step: int):  # charts/SPS counts from here (off-policy: from the learning phase on)
         self.clock_step, self.clock_start, self.eval_seconds = step, time.time(), 0.0
@@ -654,7 +657,7 @@ class Run:
         self.step = step
         self.progress.update(self.stride)
         if self.world > 1:  # a signal to any rank stops all of them after this step
-            signum = torch.tensor(self.signals[:1] or [0], device=self.device)
+            signum = torch.tensor(self.received[:1] or [0], device=self.device)
             torch.distributed.all_reduce(signum, op=torch.distributed.ReduceOp.MAX)
             self.signals[:] = [int(signum)] if signum else []
         if self.signals or self.due(self.args.checkpoint_every, step):

@@ -72,7 +72,7 @@ def differences(a, b, path="") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out = [f"{path}/{k}: only in one" for k in set(a) ^ set(b)]
         return out + [d for k in sorted(set(a) & set(b), key=str) for d in differences(a[k], b[k], f"{path}/{k}")]
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
         if len(a) != len(b):
             return [f"{path}: lengths {len(a)} and {len(b)}"]
         return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{path}[{i}]")]

@@ -21,7 +21,7 @@ from gymnasium.wrappers.utils import RunningMeanStd
 from helpers import only_run_dir, read_scalars, run_script
 
 import a2c
-from a2c import Actor, Args, Critic, compute_gae, env_obs_stats, evaluate, merged_obs_stats, time_limit_rewards, train
+from a2c import Actor, Args, Critic, ObsStats, compute_gae, evaluate, merged_obs_stats, time_limit_rewards, train
 
 GAMMA = 0.99
 
@@ -315,7 +315,7 @@ def test_merged_obs_stats_pool_the_envs():
             assert name == "obs_rms"
             return stats
 
-    merged = merged_obs_stats(env_obs_stats(FakeEnvs()))
+    merged = ObsStats(FakeEnvs(), world=1).merged()
     everything = np.concatenate(data)
     assert np.allclose(merged["mean"].numpy(), everything.mean(0))
     assert np.allclose(merged["var"].numpy(), everything.var(0))
@@ -365,18 +365,19 @@ def tiny(**overrides) -> Args:
 
 def test_checkpoint_holds_what_a_resume_needs_and_loads_with_weights_only(capsys):
     metrics = train(tiny(normalize_obs=True, total_timesteps=2000, eval_every=2000, eval_episodes=3))
+    lines = capsys.readouterr().out.strip().splitlines()[-3:]
     checkpoint = torch.load(metrics["checkpoint"], weights_only=True)
     assert metrics["checkpoint"] == f"{metrics['run_dir']}/checkpoint.pt" and not glob.glob("runs/*/*.tmp")
-    assert {"script", "args", "global_step", "update", "actor", "critic", "optimizer", "obs_rms", "env_obs_rms",
-            "recent_returns", "rng"} <= set(checkpoint)
+    assert {"script", "args", "global_step", "update", "actor", "critic", "optimizer", "recent_returns",
+            "ranks"} <= set(checkpoint)
     assert checkpoint["script"] == "a2c" and checkpoint["global_step"] == 2000 and checkpoint["update"] == 50
-    assert checkpoint["args"]["normalize_obs"] is True and len(checkpoint["env_obs_rms"]) == 8
-    assert checkpoint["obs_rms"]["count"] > 2000  # every training observation (and each reset) counted
-    assert (checkpoint["obs_rms"]["var"] < 0.9).any()  # not the initial variance of 1
-    returns = evaluate(metrics["checkpoint"], "CartPole-v1", episodes=3, seed=1 + 10_000)
+    assert checkpoint["args"]["normalize_obs"] is True and set(checkpoint["ranks"][0]) == {"rng", "obs_rms"}
+    stats = checkpoint["ranks"][0]["obs_rms"]  # each env's statistics
+    assert len(stats) == 8 and merged_obs_stats(stats)["count"] > 2000  # every training observation (and reset)
+    assert (merged_obs_stats(stats)["var"] < 0.9).any()  # not the initial variance of 1
+    returns = a2c.evaluate_checkpoint(Args(evaluate=metrics["checkpoint"], eval_episodes=3), "CartPole-v1")
     assert np.mean(returns) == pytest.approx(metrics["eval/episodic_return"])
-    lines = capsys.readouterr().out.strip().splitlines()[-3:]
-    assert re.fullmatch(r"finished 2,000 steps in 0:00:\d\d \([\d,]+ steps/s, evaluations excluded\); "
+    assert re.fullmatch(r"finished 2,000 steps in 0:00:\d\d \([\d,]+ steps/s learning\); "
                         r"final evaluation return \d+\.\d", lines[0]), lines
     assert lines[1] == f"run folder: {metrics['run_dir']}   (tensorboard --logdir runs)"
     assert lines[2] == f"checkpoint: {metrics['checkpoint']}"
@@ -425,7 +426,7 @@ def test_budget_rounding_is_said_and_run_folders_are_unique(monkeypatch, capsys)
     monkeypatch.setattr(a2c.time, "strftime", lambda fmt: "20260101-000000")
     first, second = train(tiny(total_timesteps=100)), train(tiny(total_timesteps=100))
     assert first["global_step"] == second["global_step"] == 80
-    assert "note: --total-timesteps 100 rounded to 80 (whole rollouts of 8 envs x 5 steps)" in capsys.readouterr().out
+    assert "note: --total-timesteps 100 rounded to 80 (whole iterations of 40 steps)" in capsys.readouterr().out
     assert (first["run_dir"], second["run_dir"]) == ("runs/CartPole-v1__a2c__1__20260101-000000",
                                                      "runs/CartPole-v1__a2c__1__20260101-000000-2")
 
@@ -529,8 +530,9 @@ def test_cli_end_to_end_and_tensorboard_events():
     assert "Traceback" not in result.stderr and "warning" not in result.stderr, result.stderr
     assert result.stdout.startswith("device: cpu")
     run_dir = only_run_dir()
-    assert result.stdout.strip().splitlines()[-2:] == [f"run folder: {run_dir}   (tensorboard --logdir runs)",
-                                                        f"checkpoint: {run_dir}/checkpoint.pt"]
+    assert result.stdout.strip().splitlines()[-3:] == [f"run folder: {run_dir}   (tensorboard --logdir runs)",
+                                                        f"checkpoint: {run_dir}/checkpoint.pt",
+                                                        f"videos: {run_dir}/videos"]
     scalars = read_scalars(run_dir)
     for tag in ("charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/learning_rate",
                 "losses/actor_loss", "losses/value_loss", "losses/entropy", "losses/grad_norm", "eval/episodic_return"):
@@ -565,28 +567,27 @@ def test_resume_at_an_update_boundary_is_exact(chain, monkeypatch, normalize_obs
     optimizer, step-size schedule, counters restored). With --normalize-obs the resumed envs start from the saved
     statistics: one more observation each (the reset that restarts them), not a fresh count."""
     copies = []
-    real_save = a2c.save_checkpoint
+    real_save = a2c.Run.save
 
-    def keep_copy(path, args, global_step, *rest):
-        written = real_save(path, args, global_step, *rest)
-        if global_step == 36:
+    def keep_copy(run, *args, **kwargs):
+        real_save(run, *args, **kwargs)
+        if run.step == 36:
             os.makedirs("copy", exist_ok=True)
-            shutil.copy(path, "copy/checkpoint.pt")
-            copies.append(path)
-        return written
+            shutil.copy(run.path, "copy/checkpoint.pt")
+            copies.append(run.path)
 
-    monkeypatch.setattr(a2c, "save_checkpoint", keep_copy)
+    monkeypatch.setattr(a2c.Run, "save", keep_copy)
     whole = train(Args(env_id=chain, seed=0, num_envs=3, num_steps=4, total_timesteps=120, checkpoint_every=36,
                        eval_every=120, eval_episodes=1, log_every=1, cuda=False, normalize_obs=normalize_obs))
     assert copies
     resumed = train(Args(resume="copy/checkpoint.pt", cuda=False))
-    assert resumed["checkpoint"] == os.path.abspath("copy/checkpoint.pt") and resumed["global_step"] == 120
+    assert resumed["checkpoint"] == "copy/checkpoint.pt" and resumed["global_step"] == 120
     assert torch.load(resumed["checkpoint"], weights_only=True)["update"] == 10
     first, second = weights(whole["checkpoint"]), weights(resumed["checkpoint"])
     if not normalize_obs:
         assert all(torch.equal(first[k], second[k]) for k in first)
     else:
-        counts = lambda path: [s["count"] for s in torch.load(path, weights_only=True)["env_obs_rms"]]
+        counts = lambda path: [s["count"] for s in torch.load(path, weights_only=True)["ranks"][0]["obs_rms"]]
         assert counts(resumed["checkpoint"]) == [c + 1 for c in counts(whole["checkpoint"])]
 
 
@@ -601,14 +602,14 @@ KILLED_RUN = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
 import a2c
-real_save = a2c.save_checkpoint
+real_save = a2c.Run.save
 
-def save_then_die(path, args, global_step, *rest):  # the second checkpoint never reaches the disk
-    if global_step < 1600:
-        return real_save(path, args, global_step, *rest)
+def save_then_die(run, *args, **kwargs):  # the second checkpoint never reaches the disk
+    if run.step < 1600:
+        return real_save(run, *args, **kwargs)
     os.kill(os.getpid(), signal.SIGKILL)
 
-a2c.save_checkpoint = save_then_die
+a2c.Run.save = save_then_die
 a2c.train(a2c.Args(total_timesteps=4000, checkpoint_every=800, log_every=1, eval_every=4000, cuda=False))
 """
 
@@ -625,7 +626,7 @@ def test_sigkill_after_a_checkpoint_then_resume_gives_one_continuous_curve():
     assert max(s for s, _ in read_scalars(os.path.dirname(path))["losses/entropy"]) == 1600
     time.sleep(1.1)  # TensorBoard orders event files by the second in their names: a real resume comes later
     metrics = train(Args(resume=path, cuda=False))
-    assert metrics["global_step"] == 4000 and metrics["checkpoint"] == os.path.abspath(path)
+    assert metrics["global_step"] == 4000 and metrics["checkpoint"] == path
     scalars = read_scalars(os.path.dirname(path))
     for tag, points in scalars.items():  # several episodes may end at one step: non-decreasing for those
         steps = [s for s, _ in points]
@@ -657,8 +658,8 @@ def test_sigint_checkpoints_and_exits_130_without_traceback(monkeypatch, capsys)
 
 def test_sigterm_in_process_stops_cleanly_and_restores_the_handlers(monkeypatch, capsys):
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    real_save = a2c.save_checkpoint
-    monkeypatch.setattr(a2c, "save_checkpoint", lambda *a: (real_save(*a), os.kill(os.getpid(), signal.SIGTERM))[0])
+    real_save = a2c.Run.save
+    monkeypatch.setattr(a2c.Run, "save", lambda *a, **k: (real_save(*a, **k), os.kill(os.getpid(), signal.SIGTERM)))
     with pytest.raises(SystemExit) as exit_info:
         train(tiny(total_timesteps=4000, checkpoint_every=400))
     assert exit_info.value.code == 143
@@ -671,16 +672,14 @@ def test_sigterm_in_process_stops_cleanly_and_restores_the_handlers(monkeypatch,
 def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(monkeypatch, capsys):
     """The step size becomes 1e30 after the first checkpoint: the run stops with one line naming a loss, exit 1,
     and the checkpoint on disk is byte for byte the last one written with finite values."""
-    real_save, written = a2c.save_checkpoint, []
+    real_save, written = a2c.Run.save, []
 
-    def poison_after_first(path, args, *rest):
-        ok = real_save(path, args, *rest)
-        if ok:
-            written.append(open(path, "rb").read())
-        args.learning_rate = 1e30
-        return ok
+    def poison_after_first(run, *args, **kwargs):
+        real_save(run, *args, **kwargs)  # (exits where a parameter is not finite)
+        written.append(open(run.path, "rb").read())
+        run.args.learning_rate = 1e30
 
-    monkeypatch.setattr(a2c, "save_checkpoint", poison_after_first)
+    monkeypatch.setattr(a2c.Run, "save", poison_after_first)
     with pytest.raises(SystemExit) as exit_info:
         train(tiny(total_timesteps=40_000, checkpoint_every=40, eval_every=40_000))
     assert exit_info.value.code == 1
@@ -700,14 +699,14 @@ def test_learning_rate_1e30_from_the_start(capsys):
 
 
 def test_parameters_are_checked_before_each_checkpoint(monkeypatch, capsys):
-    real_save = a2c.save_checkpoint
+    real_save = a2c.Run.save
 
-    def nan_then_save(path, args, global_step, update, actor, *rest):
+    def nan_then_save(run, *args, **kwargs):
         with torch.no_grad():
-            next(actor.parameters())[0, 0] = float("nan")
-        return real_save(path, args, global_step, update, actor, *rest)
+            next(run.things["actor"].parameters())[0, 0] = float("nan")
+        return real_save(run, *args, **kwargs)
 
-    monkeypatch.setattr(a2c, "save_checkpoint", nan_then_save)
+    monkeypatch.setattr(a2c.Run, "save", nan_then_save)
     with pytest.raises(SystemExit) as exit_info:
         train(tiny(checkpoint_every=40))
     assert exit_info.value.code == 1 and not glob.glob("runs/*/checkpoint.pt*")
@@ -735,8 +734,8 @@ def test_evaluate_uses_the_checkpoint_env_unless_env_id_is_given(monkeypatch, ca
     assert " on Acrobot-v1: mean return " in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:  # the override is used: CartPole's spaces do not fit the actor
         run_main(monkeypatch, "--evaluate", metrics["checkpoint"], "--env-id", "CartPole-v1")
-    assert str(exit_info.value.code) == ("error: the checkpoint's actor (trained on Acrobot-v1) does not fit "
-                                         "CartPole-v1's observation and action spaces")
+    assert str(exit_info.value.code) == ("error: --evaluate: the checkpoint's networks do not fit CartPole-v1's "
+                                         "observation and action spaces")
 
 
 @pytest.mark.parametrize("flag", ["--resume", "--evaluate"])

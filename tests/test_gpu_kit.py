@@ -15,7 +15,7 @@ SMALL = ["regulator_1d", "ac", "a2c", "alphazero"]
 
 
 def positive(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
 
 
 def test_dry_run_records_every_phase(tmp_path):
