@@ -303,3 +303,15 @@ def test_audit_a_2_rank_resume_gives_each_rank_its_own_random_states():
     state0, state1 = (r["seeded"][0] for r in resumed)
     for key in ("python", "numpy", "torch"):
         assert not torch.equal(state0[key], state1[key]), key
+
+
+def test_bad_input_under_torchrun_is_one_error_line_from_rank_0():
+    """Both ranks refuse --num-envs 0 before the process group starts; rank 0 alone says so. (torchrun then adds its
+    own report of the failed ranks, which names no `error:` line of ours.)"""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             os.path.join(REPO, "a2c.py"), "--num-envs", "0"], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.returncode == 1 and not os.path.exists("runs")
+    ours = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
+    assert ours == ["error: --num-envs must be positive, got 0"], result.stderr

@@ -104,4 +104,6 @@ MUTANTS = [
     ("torchrun: a resume gives every rank rank 0's random states, where every episode has just ended",
      'set_rng_states(mine["rng"])', 'set_rng_states(self.checkpoint["ranks"][0]["rng"])',
      D + "a_2_rank_resume_where_every_episode_has_just_ended_is_exact"),
+    ("torchrun: every rank prints the error line", 'sys.exit(f"error: {message}" if rank_world()[0] == 0 else 1)',
+     'sys.exit(f"error: {message}")', D + "bad_input_under_torchrun"),
 ]
