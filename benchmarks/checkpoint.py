@@ -1,6 +1,6 @@
 """What a checkpoint costs: sac.py on Hopper-v4 shapes with a FULL 1M-transition replay buffer (random data of the
-right shapes; nothing is trained), written by sac.py's own save_checkpoint (torch.save to a temporary file, then
-os.replace) into a folder of the repository (the disk runs/ is on):
+right shapes; nothing is trained), written by sac.py's own run harness (Run.save: torch.save to a temporary file,
+then os.replace) into a folder of the repository (the disk runs/ is on):
 
     python benchmarks/checkpoint.py          # ~1 minute: results/checkpoint.json
 
@@ -52,10 +52,17 @@ def checkpoint_parts(rows: int) -> tuple[dict, dict]:
     rb.pos = rb.count = rows
     nets = {"actor": actor, "critic": critic, "critic_target": copy.deepcopy(critic), "replay_buffer": rb} | optimizers
     env = gym.make("Hopper-v4")
-    state = {"args": vars(sac.Args(cuda=False)), "global_step": rows, "num_updates": rows,
-             "log_alpha": log_alpha.detach(), "action_space_rng": env.action_space.np_random.bit_generator.state}
+    nets |= {"log_alpha": log_alpha, "action_space_rng": env.action_space.np_random}
     env.close()
-    return state, nets
+    return {"num_updates": rows}, nets
+
+
+def harness_save(path: str, counters: dict, nets: dict):
+    """sac.py's own checkpoint write, Run.save of its run harness, on a run that holds these things."""
+    run = object.__new__(sac.Run)
+    run.things, run.per_rank, run.rank, run.world, run.writer = nets, {}, 0, 1, sac.NoWriter()
+    run.args, run.step, run.recent_returns, run.path = sac.Args(cuda=False), counters["num_updates"], [], path
+    run.save(counters)
 
 
 def main():
@@ -74,7 +81,7 @@ def main():
             writes, loads = [], []
             for _ in range(args.repeats):
                 start = time.perf_counter()
-                sac.save_checkpoint(path, state, nets)
+                harness_save(path, state, nets)
                 writes.append(time.perf_counter() - start)
                 start = time.perf_counter()
                 torch.load(path, weights_only=True, map_location="cpu")

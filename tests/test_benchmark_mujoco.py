@@ -1,4 +1,4 @@
-"""benchmarks/mujoco.py, the resumable matrix runner, on a tiny matrix (td3 on Pendulum, two seeds, 1000 steps):
+"""benchmarks/mujoco_matrix.py, the resumable matrix runner, on a tiny matrix (td3 on Pendulum, two seeds, 1000 steps):
 interrupted during its second run, then given the same command again, it finishes without redoing the first."""
 
 import glob
@@ -12,7 +12,7 @@ import time
 import torch
 from helpers import REPO
 
-RUNNER = os.path.join(REPO, "benchmarks", "mujoco.py")
+RUNNER = os.path.join(REPO, "benchmarks", "mujoco_matrix.py")
 
 
 def command(tmp_path) -> list[str]:

@@ -1,7 +1,7 @@
 """The published-benchmark matrix: scripts x env ids x seeds, as a resumable queue of runs, K at a time.
 
-    python benchmarks/mujoco.py                 # td3 and sac, Hopper/HalfCheetah/Walker2d-v4, seeds 1-3, 300k steps
-    python benchmarks/mujoco.py --report        # the README's table and figure from whatever has finished
+    python benchmarks/mujoco_matrix.py           # td3 and sac, Hopper/HalfCheetah/Walker2d-v4, seeds 1-3, 300k steps
+    python benchmarks/mujoco_matrix.py --report  # the README's table and figure from whatever has finished
 
 Each run is `python <script>.py --env-id E --seed k --total-timesteps T --checkpoint-every C --threads 1` in
 its own folder under --runs-dir. Give the same command again after an interruption (Ctrl-C, a reboot, another
@@ -16,6 +16,8 @@ the mean of its evaluations from mark - 10k to mark (three evaluations at the de
 the TD3 paper's figures (Fujimoto et al. 2018, 10 seeds, read from its learning curves); the figure of mean
 curves with a ± std band per script and the paper's mean ± std marked; and the interquartile mean over the
 three envs with stratified-bootstrap 95% intervals (rliable; pip install rliable: a benchmark-only package).
+
+Not named mujoco.py: run from benchmarks/, that name would hide the mujoco package from every script there.
 """
 
 import argparse
@@ -124,7 +126,7 @@ class Run:
         result = {"script": self.script, "env_id": self.env_id, "seed": self.seed, "total_timesteps": steps,
                   "commits": state["commits"], "commit": state["commits"][0], "cpu_seconds": round(
                       state["cpu_seconds"], 1), "args": checkpoint["args"], "eval": eval_curve(os.path.dirname(path)),
-                  "command": "python benchmarks/mujoco.py " + " ".join(self.cli.argv)}
+                  "command": "python benchmarks/mujoco_matrix.py " + " ".join(self.cli.argv)}
         os.makedirs(self.cli.results, exist_ok=True)
         with open(self.result + ".tmp", "w") as f:
             json.dump(result, f, indent=1)
