@@ -11,7 +11,7 @@ import os
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCE, COPIES = "sac.py", ["ac.py", "a2c.py", "ddpg.py", "td3.py"]
+SOURCE, COPIES = "sac.py", ["ac.py", "a2c.py", "a3c.py", "ddpg.py", "td3.py"]
 
 
 def split(path: str) -> tuple[list[str], list[str], list[str]]:
