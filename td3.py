@@ -434,9 +434,9 @@ def train(args: Args) -> dict:
 
 
 # === Run harness: run folder, TensorBoard, progress, checkpoints, resume, signals, NaN, closing lines. ===
-# The same text in ac.py, a2c.py, ddpg.py, td3.py and sac.py (tests/test_harness.py compares them). It knows no
-# algorithm: train() hands it the things to save (state_dict/load_state_dict, a tensor, a numpy Generator) and
-# the scalars to log. Under torchrun, rank 0 alone makes the folder, writes, evaluates and prints.
+# The same text in ac.py, a2c.py, a3c.py, ddpg.py, td3.py and sac.py (tests/test_harness.py compares them). It
+# knows no algorithm: train() hands it the things to save (state_dict/load_state_dict, a tensor, a numpy Generator)
+# and the scalars to log. Under torchrun, rank 0 alone makes the folder, writes, evaluates and prints.
 SCRIPT = os.path.basename(__file__)[: -len(".py")]
 MAY_CHANGE = ("cuda", "threads", "checkpoint_every", "resume", "total_timesteps")  # on --resume
 GIVEN: set[str] = set()  # the Args fields named on the command line

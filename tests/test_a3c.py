@@ -33,6 +33,18 @@ def chain():
         del gym.registry[f"A3C{name}-v0"]
 
 
+@pytest.fixture
+def deadline():
+    """A run that hangs fails the test after 120 s instead of hanging the suite."""
+    def hung(signum, frame):
+        raise TimeoutError("the run still ran after 120 s")
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
 def tiny(**overrides) -> Args:
     return Args(**dict(env_id="A3CChain-v0", num_workers=1, num_envs=3, num_steps=5, total_timesteps=30,
                        eval_every=1000, eval_episodes=1, checkpoint_every=0, log_every=1) | overrides)
@@ -125,7 +137,7 @@ def test_a_workers_gradient_reaches_the_shared_networks_through_one_shared_adam(
     assert clock.pushed(0) == (3, 2)  # the second push, pulled at 0 too, counted the first
 
 
-def test_train_wiring_on_a_chain_with_known_ends(chain):
+def test_train_wiring_on_a_chain_with_known_ends(chain, deadline):
     """train itself, one worker, two rollouts of 3 envs x 5 steps on Chain: the final shared weights against the
     chapter's algorithm done here by hand from the actions the worker took (they are the only random part):
     the rollouts (the time-limit bootstrap only where an episode was truncated and not terminated), GAE, the loss,
@@ -181,7 +193,7 @@ def test_train_wiring_on_a_chain_with_known_ends(chain):
     assert term_at == [3, 4, 99] and U * T > 4
 
 
-def test_the_budget_counts_every_workers_steps_and_the_adam_state_is_one(chain):
+def test_the_budget_counts_every_workers_steps_and_the_adam_state_is_one(chain, deadline):
     """Two workers, 1,500 steps of 15: the envs of both took 1,500 steps in all, 100 pushes were counted, each
     logged with its staleness, and the checkpoint's Adam (the main process's, never stepped there) counted them."""
     result = train(tiny(num_workers=2, total_timesteps=1500, checkpoint_every=300))
@@ -207,7 +219,7 @@ def test_the_budget_counts_every_workers_steps_and_the_adam_state_is_one(chain):
                     "written yet."),
     ("A3CDie-v0", "error: worker 0: died (exit code 3); stopped. No checkpoint was written yet."),
 ])
-def test_a_failing_or_dying_worker_stops_the_run_with_one_line(chain, capsys, env, message):
+def test_a_failing_or_dying_worker_stops_the_run_with_one_line(chain, deadline, capsys, env, message):
     with pytest.raises(SystemExit) as exit_info:
         train(tiny(env_id=env, total_timesteps=3000))
     assert exit_info.value.code == 1 and capsys.readouterr().err.strip().splitlines()[-1] == message
@@ -291,7 +303,7 @@ def test_ctrl_c_checkpoints_stops_every_process_and_resume_finishes_the_budget(c
         {float(final["update"])}
 
 
-def test_a_nan_stops_every_worker_with_one_line(capsys):
+def test_a_nan_stops_every_worker_with_one_line(deadline, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train(Args(num_workers=1, num_envs=2, total_timesteps=2000, learning_rate=1e30, eval_episodes=1))
     err = capsys.readouterr().err.strip().splitlines()[-1]

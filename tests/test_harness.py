@@ -1,6 +1,6 @@
-"""The run harness (the text below `# === Run harness` in ac.py, a2c.py, ddpg.py, td3.py and sac.py): one text in
-every script, and what a user meets with it, tried as a user would: through the command line or train(), on sac.py
-(the copy every other script's is compared with) and, where it costs a few seconds, on every script."""
+"""The run harness (the text below `# === Run harness` in ac.py, a2c.py, a3c.py, ddpg.py, td3.py and sac.py): one
+text in every script, and what a user meets with it, tried as a user would: through the command line or train(), on
+sac.py (the copy every other script's is compared with) and, where it costs a few seconds, on every script."""
 
 import errno
 import glob
@@ -16,7 +16,7 @@ from helpers import REPO, run_script
 import sac
 from sac import Args, train
 
-SCRIPTS = ["ac", "a2c", "ddpg", "td3", "sac"]
+SCRIPTS = ["ac", "a2c", "a3c", "ddpg", "td3", "sac"]
 TINY = dict(env_id="Pendulum-v1", total_timesteps=40, learning_starts=20, batch_size=8, buffer_size=100,
             eval_every=1000, eval_episodes=1, log_every=10, checkpoint_every=20, cuda=False)
 TINY_CLI = {  # a run of a second or two of each script, on the command line
@@ -25,6 +25,7 @@ TINY_CLI = {  # a run of a second or two of each script, on the command line
     "ddpg": "--env-id Pendulum-v1 --total-timesteps 40 --learning-starts 20 --batch-size 8 --eval-episodes 1",
     "ac": "--total-timesteps 64 --num-envs 4 --eval-episodes 1",
     "a2c": "--total-timesteps 160 --num-envs 4 --eval-episodes 1",
+    "a3c": "--total-timesteps 160 --num-envs 4 --num-workers 1 --eval-episodes 1",
 }
 
 
