@@ -1,0 +1,18 @@
+"""a3c.py's learning bar, with the script's defaults and 2 workers (its own file, so that pytest-xdist runs it beside
+the others). A3C's runs do not repeat, so the defaults were chosen where seeds 1-20 all passed: their final evaluations
+were all 500 (README)."""
+
+import pytest
+import torch.multiprocessing
+
+from a3c import Args, train
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_two_workers_learn_cartpole_within_the_default_budget(seed):
+    """The issue's bar: the final deterministic evaluation >= 475 with 2 workers, for seeds 1-3, in a budget that
+    counts every worker's steps; no worker outlives the run."""
+    metrics = train(Args(seed=seed, num_workers=2, cuda=False, eval_every=1_000_000, checkpoint_every=0))
+    assert metrics["global_step"] == Args.total_timesteps
+    assert metrics["eval/episodic_return"] >= 475, metrics
+    assert not torch.multiprocessing.active_children()
