@@ -18,6 +18,7 @@ Run:  python a3c.py                          # CartPole-v1, 150k steps, one work
       python a3c.py --evaluate runs/<run>/checkpoint.pt --capture-video    # watch a saved agent
 """
 
+import contextlib
 import copy
 import math
 import os
@@ -301,8 +302,16 @@ def push(local: list[torch.Tensor], shared: list[torch.Tensor], optimizer: torch
     return clock.pushed(pulled)
 
 
+def carry_on(go, stop, parent: int) -> bool:
+    """Before each rollout: wait while the main process evaluates (`go` cleared); False once the run is stopped or
+    the main process is gone (a second Ctrl-C ends it at once)."""
+    while not go.wait(timeout=1.0) and not stop.is_set() and os.getppid() == parent:
+        pass
+    return not stop.is_set() and os.getppid() == parent
+
+
 def worker(k: int, args: Args, spec: gym.envs.registration.EnvSpec, actor: Actor, critic: Critic,
-           adam_state: list[dict], clock: Clock, start: int, messages, stop, parent: int):
+           adam_state: list[dict], clock: Clock, start: int, messages, go, stop, parent: int):
     """Worker k, a process of its own: N envs and local copies of the networks. Each rollout: pull, act, step,
     store; GAE and the loss; push. It reports each push, and any error, to the main process."""
     try:
@@ -322,7 +331,7 @@ def worker(k: int, args: Args, spec: gym.envs.registration.EnvSpec, actor: Actor
         rewards, dones, values = (torch.zeros((T, N)) for _ in range(3))
         obs = torch.as_tensor(envs.reset(seed=args.seed + k * N + start)[0], dtype=torch.float32)
         messages.put(("ready", k, None))
-        while not stop.is_set() and os.getppid() == parent and (step := clock.reserve(N * T)) is not None:
+        while carry_on(go, stop, parent) and (step := clock.reserve(N * T)) is not None:
             pulled = pull(local, shared, clock)
             ended = {"_episode": [], "episode": {"r": [], "l": []}}  # the episodes it ends, for the main's log
             for t in range(T):  # the rollout: T steps of the N envs with the pulled policy
@@ -370,8 +379,10 @@ class Workers:
 
     def __init__(self, args: Args, *shared):
         context = torch.multiprocessing.get_context("spawn")
-        self.queue, self.stop = context.Queue(), context.Event()
-        self.processes = [context.Process(target=worker, args=(k, args, *shared, self.queue, self.stop, os.getpid()),
+        self.queue, self.go, self.stop = context.Queue(), context.Event(), context.Event()
+        self.go.set()
+        self.processes = [context.Process(target=worker, args=(k, args, *shared, self.queue, self.go, self.stop,
+                                                                os.getpid()),
                                           name=f"a3c worker {k}", daemon=True) for k in range(args.num_workers)]
 
     def __enter__(self):
@@ -383,6 +394,15 @@ class Workers:
             for s, handler in handlers.items():
                 signal.signal(s, handler)
         return self
+
+    @contextlib.contextmanager
+    def paused(self):
+        """The workers wait between rollouts (those under way still push) while the block runs."""
+        self.go.clear()
+        try:
+            yield
+        finally:
+            self.go.set()
 
     def pushes(self, run):
         """(step, update, staleness, episodes, scalars) of each push, until every worker is done; a worker
@@ -482,8 +502,9 @@ def train(args: Args) -> dict:
             run.writer.add_scalar("charts/staleness", s, step)
             run.episodes(episodes, step)
             run.log(step, scalars, write=update % args.log_every == 0)  # every push: a NaN stops the run
-            if run.due(args.eval_every, step):  # each step count comes once: each multiple is crossed once
-                run.evaluate(step, evaluator())
+            if run.due(args.eval_every, step):  # each step count comes once, so each multiple is crossed once
+                with workers.paused():  # charts/SPS leaves evaluations out, as every script's does
+                    run.evaluate(step, evaluator())
             run.end_step(step, update=clock.updates(), **staleness)
     metrics = run.finish(clock.steps(), evaluator(), update=clock.updates(), **staleness)
     mean = staleness["staleness_sum"] / max(clock.updates(), 1)

@@ -116,7 +116,7 @@ def figure(results: dict):
     axes[1].set(xlabel="wall seconds from the command's start", title="equal wall time (seeds 1-5)")
     axes[2].set(xlabel="env steps", title="the same seed, 4 runs each: a2c repeats, a3c does not")
     for w, values in results["staleness"].items():
-        counts = np.bincount(values)
+        counts = np.bincount(np.array(values, dtype=int))
         axes[3].bar(np.arange(len(counts)) + (0.2 if w != "1" else -0.2), counts / counts.sum(), width=0.4,
                     label=f"{w} worker(s): mean {np.mean(values):.2f}")
     axes[3].set(xlabel="staleness (global updates between pull and push)", ylabel="share of pushes",
