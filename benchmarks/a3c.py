@@ -3,7 +3,7 @@
     python benchmarks/a3c.py               # about 8 minutes on 2 cores; run it on an otherwise idle machine
     python benchmarks/a3c.py --workers 2   # a3c's worker count (default: this machine's CPUs)
 
-One run at a time, each `python <script>.py --seed s --eval-every 10000 --total-timesteps 150000` (a3c.py's budget)
+One run at a time, each `python <script>.py --seed s --eval-every 10000 --total-timesteps 200000` (a3c.py's budget)
 in a fresh folder, timed from the start of the command (so a3c's process start-up counts). Parts:
   compare    seeds 1-5 of each: final evaluation, steps/s, CPU seconds, wall seconds and env steps until the mean
              of the last 20 training episodes first reaches 475
@@ -43,7 +43,7 @@ def run(script: str, seed: int, *extra: str) -> dict:
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.time()
     command = [sys.executable, os.path.join(ROOT, f"{script}.py"), "--seed", str(seed), "--eval-every", "10000",
-               "--checkpoint-every", "0", "--total-timesteps", "150000", *extra]
+               "--checkpoint-every", "0", "--total-timesteps", "200000", *extra]
     result = subprocess.run(command, cwd=folder, capture_output=True, text=True,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
     wall = time.time() - start
@@ -123,7 +123,8 @@ def figure(results: dict):
                 title="staleness against the number of workers")
     for ax in axes:
         ax.legend(fontsize=8)
-    fig.suptitle(f"a2c.py vs a3c.py on CartPole-v1 (defaults; {results['machine']}; python benchmarks/a3c.py)")
+    fig.suptitle(f"a2c.py vs a3c.py on CartPole-v1 (defaults but 200k steps for both; {results['machine']}; "
+                 "python benchmarks/a3c.py)")
     fig.tight_layout()
     fig.savefig(os.path.join(OUT, "a3c.png"), dpi=80)
 

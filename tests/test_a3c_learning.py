@@ -1,6 +1,6 @@
 """a3c.py's learning bar, with the script's defaults and 2 workers (its own file, so that pytest-xdist runs it beside
-the others). A3C's runs do not repeat, so the defaults were chosen where seeds 1-20 all passed: their final evaluations
-were all 500 (README)."""
+the others). A3C's runs do not repeat: with the defaults, 29 of 30 seeds (1-30, on an idle 2-core machine) ended at
+an evaluation >= 475 and one collapsed to 197 (README), so about 1 run in 30 fails; seeds 1-3 never failed."""
 
 import pytest
 import torch.multiprocessing
