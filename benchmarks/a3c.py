@@ -8,7 +8,7 @@ in a fresh folder, timed from the start of the command (so a3c's process start-u
   compare    seeds 1-5 of each: final evaluation, steps/s, CPU seconds, wall seconds and env steps until the mean
              of the last 20 training episodes first reaches 475
   repeat     seed 1 three more times each: a2c ends with the same weights every time, a3c does not
-  staleness  a3c with 1 worker and with --workers: the staleness of every push (charts/staleness)
+  staleness  a3c with 1 worker and with --workers: how many pushes had each staleness (charts/staleness)
 Writes benchmarks/results/a3c.json and benchmarks/results/a3c.png.
 """
 
@@ -67,7 +67,8 @@ def run(script: str, seed: int, *extra: str) -> dict:
             "sps": float(finished.split("(")[1].split()[0].replace(",", "")), "wall_seconds": wall,
             "cpu_seconds": (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime),
             "steps_to_bar": reached[0], "seconds_to_bar": reached[1], "curve": curve[::5] + curve[-1:],
-            "staleness": [v for _, v in scalars.get("charts/staleness", [])], "weights_fingerprint": weights}
+            "staleness_counts": np.bincount([int(v) for _, v in scalars.get("charts/staleness", [])]).tolist(),
+            "weights_fingerprint": weights}
 
 
 def summary(runs: list[dict], key: str) -> str:
@@ -89,11 +90,13 @@ def main():
             "final_eval", "sps", "cpu_seconds", "wall_seconds", "steps_to_bar", "seconds_to_bar")}, flush=True)
         print("  seed 1 four times, final evaluations:", [r["final_eval"] for r in results["repeat"][script]],
               "weights:", [r["weights_fingerprint"] for r in results["repeat"][script]], flush=True)
-    results["staleness"] = {"1": run("a3c", 1, "--num-workers", "1")["staleness"],
-                            str(workers): [s for r in results["compare"]["a3c"] for s in r["staleness"]]}
-    for w, values in results["staleness"].items():
-        print(f"staleness with {w} worker(s): mean {np.mean(values):.2f}, max {max(values)}, "
-              f"share of pushes with staleness 0: {np.mean(np.array(values) == 0):.2f}")
+    add = lambda counts: np.sum([np.pad(c, (0, 16 - len(c))) for c in counts], axis=0).tolist()
+    results["staleness"] = {"1": add([run("a3c", 1, "--num-workers", "1")["staleness_counts"]]),
+                            str(workers): add([r["staleness_counts"] for r in results["compare"]["a3c"]])}
+    for w, counts in results["staleness"].items():
+        counts = np.array(counts)
+        print(f"staleness with {w} worker(s): mean {counts @ np.arange(len(counts)) / counts.sum():.2f}, max "
+              f"{np.flatnonzero(counts).max()}, share of pushes with staleness 0: {counts[0] / counts.sum():.2f}")
     with open(os.path.join(OUT, "a3c.json"), "w") as f:
         json.dump(results, f)
     figure(results)
@@ -115,10 +118,10 @@ def figure(results: dict):
     axes[0].set(xlabel="env steps", ylabel="mean of the last 20 training returns", title="equal env steps (seeds 1-5)")
     axes[1].set(xlabel="wall seconds from the command's start", title="equal wall time (seeds 1-5)")
     axes[2].set(xlabel="env steps", title="the same seed, 4 runs each: a2c repeats, a3c does not")
-    for w, values in results["staleness"].items():
-        counts = np.bincount(np.array(values, dtype=int))
+    for w, counts in results["staleness"].items():
+        counts = np.array(counts)[:np.flatnonzero(counts).max() + 1]
         axes[3].bar(np.arange(len(counts)) + (0.2 if w != "1" else -0.2), counts / counts.sum(), width=0.4,
-                    label=f"{w} worker(s): mean {np.mean(values):.2f}")
+                    label=f"{w} worker(s): mean {counts @ np.arange(len(counts)) / counts.sum():.2f}")
     axes[3].set(xlabel="staleness (global updates between pull and push)", ylabel="share of pushes",
                 title="staleness against the number of workers")
     for ax in axes:
