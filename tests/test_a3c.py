@@ -104,6 +104,8 @@ def test_staleness_is_counted_right_on_a_constructed_schedule():
 def test_the_budget_is_reserved_in_whole_rollouts_and_never_overrun():
     clock = Clock(total=100, steps=10)
     assert [clock.reserve(30) for _ in range(4)] == [40, 70, 100, None] and clock.steps() == 100
+    clock = Clock(total=95, steps=10)  # a rollout that would cross the budget is not taken
+    assert [clock.reserve(30) for _ in range(3)] == [40, 70, None] and clock.steps() == 70
 
 
 # --- real worker processes ---------------------------------------------------------------------------------------
