@@ -11,12 +11,14 @@
                                                        #   snapshots against MCTS-1000 (~80 CPU-min in all)
     python benchmarks/alphazero.py --part hour-32      # the same with --simulations 32 (the ablation's best at 6)
     python benchmarks/alphazero.py --part ablation     # one change at a time, 6 training CPU-minutes each (~80)
+    python benchmarks/alphazero.py --part judge        # the hour's network against the standard judge, MCTS-solver
+                                                       #   at 1,000 and 10,000 simulations, 200 games each
 
 Outputs in benchmarks/results/: alphazero_speed.json, alphazero_tictactoe.json, alphazero_connect4.json and
 alphazero_connect4.png (win rates against random and pure MCTS with 100 rollouts, by self-play games); the long
 run writes alphazero_connect4_long.json and .png; the solver part alphazero_solver.json; the hour parts
 alphazero_hour.json, alphazero_hour_32.json and alphazero_strength.png (and the defaults' final network becomes
-tests/data/connect4_net.pt); the ablation alphazero_ablation.json.
+tests/data/connect4_net.pt); the ablation alphazero_ablation.json; the judge alphazero_judge.json.
 """
 
 import argparse
@@ -221,6 +223,52 @@ def judge(path, games=200, rollouts=1000, seed=123):
     return row
 
 
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a rate (95% by default): unlike p +- z sqrt(p (1 - p) / n), it stays inside
+    [0, 1] and keeps its coverage near 0% and 100%."""
+    p, z2 = successes / n, z * z
+    centre, half = (p + z2 / (2 * n)) / (1 + z2 / n), z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return float(centre - half), float(centre + half)
+
+
+def mcts_solver_moves(game, simulations: int, c_puct: float, rng: np.random.Generator):
+    """The standard judge's move function: MCTS with uniform priors, one random playout per simulation and
+    proven-result backup (MCTS-solver: a proven win is played, a proven loss avoided), the most visited move."""
+    return lambda boards: alphazero.root_visits(alphazero.search(
+        game, boards, alphazero.rollout_evaluator(game, rng), simulations, c_puct, solver=True)).argmax(1)
+
+
+def standard_judge(path, simulations=1000, games=200, seed=123):
+    """A network against the standard judge (MCTS-solver with `simulations` per move), `games` games, the agent first
+    in half: the win rate (draws count as not won) with its 95% Wilson interval, overall and per colour."""
+    torch.set_num_threads(1)
+    net, args = alphazero.load(path)
+    net.eval()
+    game = alphazero.make_env(args.game, args.rows, args.cols, args.win_length)
+    judge_moves = mcts_solver_moves(game, simulations, args.c_puct, np.random.default_rng(seed))
+    start = time.process_time()
+    results = alphazero.play_games(game, lambda b: alphazero.agent_moves(game, net, args, b), judge_moves,
+                                   np.arange(games) % 2 == 0)
+    row = {"judge": f"MCTS-solver, {simulations} simulations per move", "games": games,
+           "cpu_s": time.process_time() - start}
+    for side, r in (("all", results), ("first", results[0::2]), ("second", results[1::2])):
+        wins = int((r > 0).sum())
+        row[side] = {"won": wins, "drawn": int((r == 0).sum()), "lost": int((r < 0).sum()),
+                     "win_rate": wins / len(r), "win_rate_95ci": wilson(wins, len(r))}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def judge_standard():
+    """tests/data/connect4_net.pt (the hour's network) against the standard judge at 1,000 and 10,000 simulations."""
+    path = os.path.join(os.path.dirname(OUT), "..", "tests", "data", "connect4_net.pt")
+    with concurrent.futures.ProcessPoolExecutor(2) as pool:
+        rows = list(pool.map(standard_judge, [path, path], [1000, 10_000]))
+    with open(os.path.join(OUT, "alphazero_judge.json"), "w") as f:
+        json.dump({"command": "python benchmarks/alphazero.py --part judge", "network": "tests/data/connect4_net.pt",
+                   "rows": rows}, f, indent=1)
+
+
 def hour(cpu_minutes=60, name="hour", **overrides):
     """The bar: Connect Four at the defaults (but for `overrides`) within 60 CPU-minutes of training. Snapshots
     every 1,024 games; every other one and the last within the budget are judged (200 games against random and
@@ -339,7 +387,7 @@ def solver():
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("speed", "tictactoe", "connect4", "strength", "connect4-long", "solver",
-                                           "hour", "hour-32", "ablation", "all"),
+                                           "hour", "hour-32", "ablation", "judge", "all"),
                         default="all")
     part = parser.parse_args().part
     torch.set_num_threads(1)
@@ -347,8 +395,8 @@ if __name__ == "__main__":
     parts = (("speed", speed), ("tictactoe", tictactoe), ("connect4", connect4), ("strength", strength),
              ("connect4-long", lambda: connect4(30_000, "alphazero_connect4_long")), ("solver", solver), ("hour", hour),
              ("hour-32", lambda: hour(name="hour_32", simulations=32)),
-             ("ablation", ablation))
+             ("ablation", ablation), ("judge", judge_standard))
     for name, run in parts:
         if part == name or (part == "all" and name not in ("strength", "connect4-long", "solver", "hour", "hour-32",
-                                                                  "ablation")):  # connect4 ends
+                                                                  "ablation", "judge")):  # connect4 ends
             run()

@@ -1053,3 +1053,20 @@ def test_wiring_update_takes_one_gradient_step_per_minibatch():
                 p -= 0.1 * g
     for (name, a), b in zip(net.state_dict().items(), reference.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+
+
+def test_the_standard_judge_plays_wins_in_one_and_forced_blocks_and_its_interval_is_wilsons():
+    """benchmarks/alphazero.py's standard judge (issue 25): MCTS with random playouts and proven-result backup plays
+    the win in one, and the only move that does not lose at once, on positions checked by negamax; its 95% interval
+    is Wilson's, anchored by the issue's figure: 171 wins of 200 is 85.5%, 80.0-89.7."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_alphazero", os.path.join(REPO, "benchmarks", "alphazero.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert np.allclose(bench.wilson(171, 200), (0.7995, 0.8971), atol=5e-4)
+    assert bench.wilson(0, 10)[0] == pytest.approx(0, abs=1e-12) and bench.wilson(10, 10)[1] == pytest.approx(1)
+    game = make_env(*C4)
+    for kind in ("win", "block"):
+        boards, good = positions_with(C4, kind, seed=11)
+        moves = bench.mcts_solver_moves(game, 50, 1.5, np.random.default_rng(0))(boards)
+        assert good[np.arange(len(boards)), moves].all(), kind
