@@ -105,8 +105,14 @@ class Run:
         self.log = open(os.path.join(self.folder, "log.txt"), "a")
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
         self.resumed = self.checkpoint() is not None
-        return subprocess.Popen(self.command(), cwd=self.folder, stdout=self.log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)  # the runner forwards Ctrl-C itself, once
+        process = subprocess.Popen(self.command(), cwd=self.folder, stdout=self.log, stderr=subprocess.STDOUT,
+                                   env=env, start_new_session=True)  # the runner forwards Ctrl-C itself, once
+        try:  # lowest priority: in a session of its own, Linux's autogroup ignores `nice` but for the group's own
+            with open(f"/proc/{process.pid}/autogroup", "w") as f:
+                f.write("19")
+        except OSError:  # not Linux, or no autogroup scheduling: nothing to lower
+            pass
+        return process
 
     def finish(self, cpu_seconds: float) -> bool:
         """Add this process's CPU time; if the run is complete, write its result file. True if written."""
