@@ -19,6 +19,16 @@ The chapter's equations, and the line that realises each (search for the tag):
     [z]       z_t = the final result from the view of the player to move at step t                     SelfPlay.play
     [loss]    l = -pi^T log p + (z - v)^2 + c ||theta||^2 on random symmetries of replayed positions          update
 
+Levers beyond the chapter, each a flag that is off by default (the README measures them):
+    [gumbel]  --search gumbel: g ~ Gumbel(0, 1) per root move; the m moves of largest g + log p searched  gumbel_search
+    [halving] sequential halving: each round, the better half by g + log p + sigma(Q) goes on        halving_schedule
+    [completed-q] Q of an unvisited move: v_mix, the network's v mixed with the visited moves' Q        completed_q
+    [pi-gumbel] policy target pi' = softmax(log p + sigma(completed Q)), sigma(Q) ~ (50 + max N) Q    improved_policy
+    [select-gumbel] below the root: argmax_a pi'(a) - N(a) / (1 + sum_b N(b))                         gumbel_interior
+    [cap]     --playout-cap f: a fraction f of moves searched in full and trained on, the rest cheaply  self_play_moves
+    [q-mix]   --value-mix x: the value target (1 - x) z + x q, q the root's mean search value            SelfPlay.play
+    [lr]      --lr-schedule cosine: lr (1 + cos(pi g / G)) / 2 after g of the G games                          train
+
 Run:  python alphazero.py                                      # tic-tac-toe, about one CPU-minute
       python alphazero.py --game connect4                      # Connect Four (see benchmarks/alphazero.py)
       python alphazero.py --resume runs/<run>/checkpoint.pt    # continue a stopped run
@@ -93,6 +103,18 @@ class Args:
     """epsilon: weight of the Dirichlet noise in the root priors (0 turns the noise off)"""
     temperature_moves: int | None = None
     """moves of each game drawn at tau = 1 (by visit count), greedy after (none: tictactoe 9, connect4 12)"""
+    search: Literal["puct", "gumbel"] = "puct"
+    """the tree search: the chapter's PUCT, or Gumbel AlphaZero's (Gumbel top-k, sequential halving, completed Q)"""
+    gumbel_actions: int = 16
+    """with --search gumbel: moves considered at the root (m), halved until the best is left"""
+    playout_cap: float = 1.0
+    """the fraction of moves searched in full and trained on; the rest: --cheap-simulations, untrained (1: all full)"""
+    cheap_simulations: int = 16
+    """simulations of a cheap search (with --playout-cap below 1)"""
+    value_mix: float = 0.0
+    """the value target (1 - mix) z + mix q, q the root's mean search value for the player to move (0: z)"""
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """the learning rate over the --total-games budget: constant, or annealed to 0 along a half cosine"""
     replay_window: int = 2_000
     """the replay window: positions of the most recent this many self-play games (of each torchrun rank)"""
     replay_ratio: float = 4.0
@@ -229,11 +251,12 @@ def check_args(args: Args):
             setattr(args, name, value)
     positive = ("rows", "cols", "win_length", "total_games", "num_envs", "simulations", "c_puct", "threads",
                 "replay_window", "replay_ratio", "batch_size", "lr", "channels", "blocks", "eval_every", "eval_games",
-                "rollouts")
+                "rollouts", "gumbel_actions", "cheap_simulations")
     checks = [(name, "positive", getattr(args, name) > 0) for name in positive] + [(name, "non-negative",
               getattr(args, name) >= 0) for name in ("temperature_moves", "weight_decay", "checkpoint_every")] + [
         ("dirichlet_alpha", "positive", args.dirichlet_alpha is None or args.dirichlet_alpha > 0),
         ("dirichlet_epsilon", "in [0, 1]", 0 <= args.dirichlet_epsilon <= 1),
+        ("playout_cap", "in (0, 1]", 0 < args.playout_cap <= 1), ("value_mix", "in [0, 1]", 0 <= args.value_mix <= 1),
         ("seed", "in [0, 2**32 - 1]", 0 <= args.seed < 2**32),
         ("eval_simulations", "positive", args.eval_simulations is None or args.eval_simulations > 0),
         ("total_games", f"at least {rank_world()[1]} (the processes)", args.total_games >= rank_world()[1])]
@@ -288,7 +311,7 @@ class Tree:
     """The search trees of a batch of games as arrays: [g, n] is node n of game g (node 0 the root), and the last
     axis of an edge array runs over moves. Each simulation adds at most one node: simulations + 1 slots."""
 
-    def __init__(self, game: Game, roots: np.ndarray, simulations: int, solver: bool = True):
+    def __init__(self, game: Game, roots: np.ndarray, simulations: int, solver: bool = True, gumbel: bool = False):
         shape, edges = (len(roots), simulations + 1), (len(roots), simulations + 1, game.num_actions)
         self.board = np.zeros((*shape, game.num_cells), np.int8)
         self.legal = np.zeros(edges, bool)
@@ -297,7 +320,8 @@ class Tree:
         self.terminal, self.value = np.zeros(shape, bool), np.zeros(shape, np.float32)  # value if solved
         self.solved = np.zeros(shape, bool)  # [solve] the node's result is known: terminal, or proven
         self.result = np.full(edges, np.nan, np.float32)  # [solve] an edge's proven result for its chooser
-        self.size, self.solver = np.ones(len(roots), np.int64), solver
+        self.size, self.solver, self.gumbel = np.ones(len(roots), np.int64), solver, gumbel
+        self.V = np.zeros(shape, np.float32)  # the network's v at each node (--search gumbel's completed Q)
         self.board[:, 0], self.legal[:, 0] = roots, game.legal_moves(roots)
         if solver:
             self.find_wins(game, np.arange(len(roots)), np.zeros(len(roots), np.int64))
@@ -326,16 +350,23 @@ def puct(N: np.ndarray, W: np.ndarray, P: np.ndarray, legal: np.ndarray, c_puct:
     return np.where(legal, U, -np.inf)
 
 
-def select(tree: Tree, c_puct: float) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
+def select(tree: Tree, c_puct: float, root_moves: np.ndarray | None = None) -> tuple[list, np.ndarray, np.ndarray,
+                                                                                      np.ndarray]:
     """[select] In every tree, follow the PUCT choice from the root until the chosen edge has no node yet or
     leads to a terminal node. Returns the path, a list of (trees, nodes, moves) by depth, each path's last
-    edge (parent node, move) and the node the path ends in (-1 where that edge has no node yet)."""
+    edge (parent node, move) and the node the path ends in (-1 where that edge has no node yet). --search gumbel:
+    the root's moves are given, and gumbel_interior chooses below the root."""
     trees = np.arange(len(tree.size))
     node, parent, move, path, active = *(np.zeros_like(trees) for _ in range(3)), [], trees
     while len(active):  # the trees still going down
         n = node[active]
         ok = allowed(tree.legal[active, n], tree.result[active, n])
-        a = puct(tree.N[active, n], tree.W[active, n], tree.P[active, n], ok, c_puct).argmax(1)
+        if root_moves is not None and not path:
+            a = root_moves
+        elif tree.gumbel:
+            a = gumbel_interior(tree, active, n, ok).argmax(1)
+        else:
+            a = puct(tree.N[active, n], tree.W[active, n], tree.P[active, n], ok, c_puct).argmax(1)
         path.append((active, n, a))
         child = tree.child[active, n, a]
         node[active], parent[active], move[active] = child, n, a
@@ -378,15 +409,16 @@ def backup(tree: Tree, path: list, values: np.ndarray):
         tree.solved[t, n], tree.value[t, n] = True, np.fmax.reduce(r, 1)
 
 
-def simulate(tree: Tree, game: Game, evaluate_leaves, c_puct: float):
+def simulate(tree: Tree, game: Game, evaluate_leaves, c_puct: float, root_moves: np.ndarray | None = None):
     """One simulation in every tree at once: select a path, expand its leaf, evaluate the new non-terminal
     leaves of all trees in one call (a terminal leaf has the game's result, no network call), back up."""
-    path, parent, move, node = select(tree, c_puct)
+    path, parent, move, node = select(tree, c_puct, root_moves)
     expand(tree, game, parent, move, node)
     trees = np.arange(len(tree.size))
     values, new = tree.value[trees, node], ~tree.solved[trees, node]
     if new.any():  # [expand] p becomes the new node's priors, v its value
         tree.P[trees[new], node[new]], values[new] = evaluate_leaves(tree.board[trees[new], node[new]])
+        tree.V[trees[new], node[new]] = values[new]
     backup(tree, path, values)
 
 
@@ -422,6 +454,110 @@ def choose_moves(counts: np.ndarray, explore: np.ndarray, rng: np.random.Generat
     return np.where(explore, sampled, counts.argmax(1)), pi  # tau -> 0: the argmax
 
 
+# --search gumbel (Danihelka et al., ICLR 2022): the root's moves are sampled without replacement by the Gumbel top-k
+# trick and narrowed by sequential halving; the policy target is softmax(logits + sigma(completed Q)).
+C_VISIT, C_SCALE = 50.0, 1.0  # sigma's constants, the paper's
+
+
+def completed_q(tree: Tree, g: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """[completed-q] Q(s,a) of every move at nodes [g, n]: a proven result, else the mean value of a visited move,
+    else v_mix(s) = (v(s) + sum_b N(s,b) * sum_{b visited} p(b) Q(s,b) / sum_{b visited} p(b)) / (1 + sum_b N(s,b))."""
+    N, P, result = tree.N[g, n], tree.P[g, n], tree.result[g, n]
+    Q, visited, total = tree.W[g, n] / np.maximum(N, 1), N > 0, N.sum(-1)
+    p = np.where(visited, P, 0)
+    v_mix = (tree.V[g, n] + total * (p * Q).sum(-1) / np.maximum(p.sum(-1), 1e-12)) / (1 + total)
+    return np.where(~np.isnan(result), result, np.where(visited, Q, v_mix[:, None]))
+
+
+def sigma(q: np.ndarray, N: np.ndarray) -> np.ndarray:
+    """sigma(q) = (c_visit + max_b N(s,b)) c_scale q, with q mapped from [-1, 1] to [0, 1]."""
+    return (C_VISIT + N.max(-1, keepdims=True)) * C_SCALE * (q + 1) / 2
+
+
+def improved_policy(tree: Tree, g: np.ndarray, n: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """[pi-gumbel] pi'(s) = softmax(log p(s) + sigma(completed Q(s))) over the moves in `ok`."""
+    logits = np.log(np.maximum(tree.P[g, n], 1e-30)) + sigma(completed_q(tree, g, n), tree.N[g, n])
+    logits = np.where(ok, logits, -np.inf)
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def gumbel_interior(tree: Tree, g: np.ndarray, n: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """[select-gumbel] Below the root: argmax_a pi'(s,a) - N(s,a) / (1 + sum_b N(s,b)), the move whose share of the
+    visits lags its improved policy most."""
+    N = tree.N[g, n]
+    return np.where(ok, improved_policy(tree, g, n, ok) - N / (1 + N.sum(-1, keepdims=True)), -np.inf)
+
+
+def halving_schedule(m: int, simulations: int) -> np.ndarray:
+    """[halving] Sequential halving as a schedule: for each simulation, the visit count the root move it goes to has
+    so far. ceil(log2 m) phases; in each, every move still in gets simulations / (ceil(log2 m) * moves in) visits
+    (at least 1), one round after another; then the better half stay in (at least 2), until the budget is spent."""
+    if m <= 1:
+        return np.arange(simulations)
+    phases, left, visits, schedule = math.ceil(math.log2(m)), m, 0, []
+    while len(schedule) < simulations:
+        for _ in range(max(1, simulations // (phases * left))):
+            schedule, visits = schedule + [visits] * left, visits + 1
+        left = max(2, left // 2)
+    return np.array(schedule[:simulations])
+
+
+def gumbel_search(game: Game, roots: np.ndarray, evaluate_leaves, simulations: int, m: int, explore: np.ndarray,
+                  rng: np.random.Generator | None, solver: bool = True) -> tuple[Tree, np.ndarray, np.ndarray]:
+    """Gumbel AlphaZero's search from a batch of boards. g ~ Gumbel(0, 1) per move where `explore` (else g = 0);
+    the root's simulations follow sequential halving among the m moves of largest g + log p, ranked by g + log p +
+    sigma(completed Q) (the move due next: the best of those with the visit count the schedule names). Returns the
+    tree, the move (the best of the moves left in) and the policy target pi'."""
+    tree = Tree(game, roots, simulations, solver, gumbel=True)
+    tree.P[:, 0], tree.V[:, 0] = evaluate_leaves(roots)
+    trees, root, legal = np.arange(len(roots)), np.zeros(len(roots), np.int64), tree.legal[:, 0]
+    g = np.where(explore[:, None], rng.gumbel(size=legal.shape), 0) if explore.any() else 0  # [gumbel]
+    score = lambda: g + np.log(np.maximum(tree.P[:, 0], 1e-30)) + sigma(completed_q(tree, trees, root), tree.N[:, 0])
+    schedule = np.stack([halving_schedule(k, simulations) for k in range(game.num_actions + 1)])
+    due_visits = schedule[np.minimum(legal.sum(1), m)]  # [halving] each tree's schedule, by its number of moves
+    for k in range(simulations):
+        ok = allowed(legal, tree.result[:, 0])  # [solve] as in PUCT: a proven win once there is one, no proven loss
+        due = ok & (tree.N[:, 0] == due_visits[:, k: k + 1])
+        due = np.where(due.any(1, keepdims=True), due, ok)  # none due (a move dropped as proven): the best allowed
+        simulate(tree, game, evaluate_leaves, 0.0, root_moves=np.where(due, score(), -np.inf).argmax(1))
+    ok = allowed(legal, tree.result[:, 0])
+    N = np.where(ok, tree.N[:, 0], -1)
+    moves = np.where(ok & (N == N.max(1, keepdims=True)), score(), -np.inf).argmax(1)  # the best of the last in
+    return tree, moves, improved_policy(tree, trees, root, ok)
+
+
+def think(game: Game, boards: np.ndarray, evaluate_leaves, simulations: int, args: Args, explore: np.ndarray,
+          rng: np.random.Generator, noise: tuple[float, float] | None) -> tuple[np.ndarray, ...]:
+    """Self-play's search from each board, by --search: the move, the policy target and q, the root's mean value."""
+    if args.search == "gumbel":
+        tree, moves, pi = gumbel_search(game, boards, evaluate_leaves, simulations, args.gumbel_actions, explore,
+                                        rng, args.solver)
+    else:
+        tree = search(game, boards, evaluate_leaves, simulations, args.c_puct, noise, rng, args.solver)
+        moves, pi = choose_moves(root_visits(tree), explore, rng)
+    return moves, pi, tree.W[:, 0].sum(1) / np.maximum(tree.N[:, 0].sum(1), 1)  # [q-mix] q
+
+
+def self_play_moves(game: Game, boards: np.ndarray, evaluate_leaves, args: Args, explore: np.ndarray,
+                    rng: np.random.Generator, noise: tuple[float, float] | None) -> tuple[np.ndarray, ...]:
+    """think() for every game in progress; with --playout-cap below 1 [cap], each move is a full search with
+    probability --playout-cap, else a cheap one (--cheap-simulations, no root noise) whose pi is 0: not trained on.
+    Returns the moves, the policy targets, q and the positions searched."""
+    if args.playout_cap >= 1:
+        return *think(game, boards, evaluate_leaves, args.simulations, args, explore, rng, noise), \
+            len(boards) * args.simulations
+    full = rng.random(len(boards)) < args.playout_cap  # [cap]
+    moves, q = np.zeros(len(boards), np.int64), np.zeros(len(boards), np.float32)
+    pi = np.zeros((len(boards), game.num_actions), np.float32)
+    for part, simulations, part_noise in ((full, args.simulations, noise), (~full, args.cheap_simulations, None)):
+        if part.any():
+            moves[part], pi[part], q[part] = think(game, boards[part], evaluate_leaves, simulations, args,
+                                                   explore[part], rng, part_noise)
+    pi[~full] = 0
+    return moves, pi, q, full.sum() * args.simulations + (~full).sum() * args.cheap_simulations
+
+
 def update(net: Net, optimizer: torch.optim.Optimizer, window: deque, steps: int, game: Game, args: Args,
            rng: np.random.Generator, world: int = 1) -> tuple[float, float]:
     """`steps` minibatch updates of the loss on random symmetries of positions from the replay window; returns the
@@ -454,6 +590,9 @@ def agent_moves(game: Game, net: Net, args: Args, boards: np.ndarray) -> np.ndar
     """The agent in evaluation and --play: its search at --eval-simulations (none: --simulations), no noise,
     the most visited allowed move."""
     simulations = args.eval_simulations or args.simulations
+    if args.search == "gumbel":  # no Gumbel noise: the best of the last moves in
+        return gumbel_search(game, boards, net_evaluator(net, game), simulations, args.gumbel_actions,
+                             np.zeros(len(boards), bool), None, args.solver)[1]
     tree = search(game, boards, net_evaluator(net, game), simulations, args.c_puct, solver=args.solver)
     return root_visits(tree).argmax(1)
 
@@ -595,14 +734,16 @@ class SelfPlay:
     """One process's self-play: num_envs slots of games in progress (board, moves played, the board and pi of each
     move so far) and the replay window of finished games as (boards, pis, zs). A checkpoint holds all of it."""
 
-    ARRAYS = ("playing", "boards", "moves_played", "played", "targets")
+    ARRAYS = ("playing", "boards", "moves_played", "played", "targets", "root_q")
 
-    def __init__(self, game: Game, num_envs: int, replay_window: int, share: int):
+    def __init__(self, game: Game, num_envs: int, replay_window: int, share: int, value_mix: float = 0.0):
         self.game, self.share, self.started = game, share, 0  # share: this process's games of the budget
+        self.value_mix = value_mix
         self.playing = np.zeros(num_envs, bool)  # the slots with a game in progress
         self.boards, self.moves_played = game.initial_state(num_envs), np.zeros(num_envs, np.int64)
         self.played = np.zeros((num_envs, game.num_cells, game.num_cells), np.int8)  # [g, t]: the board at move t
         self.targets = np.zeros((num_envs, game.num_cells, game.num_actions), np.float32)  # ... and pi at t
+        self.root_q = np.zeros((num_envs, game.num_cells), np.float32)  # ... and the search's q at t
         self.window, self.recent = deque(maxlen=replay_window), deque(maxlen=100)  # recent: (length, drawn)
         self.start_games()
 
@@ -610,18 +751,25 @@ class SelfPlay:
         free = np.flatnonzero(~self.playing)[: max(0, self.share - self.started)]
         self.playing[free], self.started = True, self.started + len(free)
 
-    def play(self, live: np.ndarray, moves: np.ndarray, pi: np.ndarray) -> tuple[int, int]:
-        """Store each searched board with its pi and play the moves; a finished game goes to the window with its
-        z and a new game starts in its slot. Returns the games finished and their positions."""
-        self.played[live, self.moves_played[live]], self.targets[live, self.moves_played[live]] = self.boards[live], pi
+    def play(self, live: np.ndarray, moves: np.ndarray, pi: np.ndarray, q: np.ndarray) -> tuple[int, int]:
+        """Store each searched board with its pi and q and play the moves; a finished game goes to the window with
+        its value targets (its positions with a pi, [cap]) and a new game starts in its slot. Returns the games
+        finished and their positions that went to the window."""
+        t = self.moves_played[live]
+        self.played[live, t], self.targets[live, t], self.root_q[live, t] = self.boards[live], pi, q
         self.boards[live] = self.game.next_state(self.boards[live], moves)
         self.moves_played[live] += 1
         done, value = self.game.terminal_value(self.boards[live])
-        finished, positions = live[done], int(self.moves_played[live[done]].sum())
+        finished, positions = live[done], 0
         for g, result in zip(finished, value[done]):
             length = int(self.moves_played[g])
             z = result * (-1.0) ** (length - np.arange(length))  # [z] the side to move flips every move
-            self.window.append((self.played[g, :length].copy(), self.targets[g, :length].copy(), z.astype(np.float32)))
+            z = (1 - self.value_mix) * z + self.value_mix * self.root_q[g, :length]  # [q-mix]
+            trained = self.targets[g, :length].sum(1) > 0  # [cap] a cheap search's position has no target
+            positions += int(trained.sum())
+            if trained.any():
+                self.window.append((self.played[g, :length][trained], self.targets[g, :length][trained],
+                                    z[trained].astype(np.float32)))
             self.recent.append((length, bool(result == 0)))
             self.boards[g], self.moves_played[g], self.playing[g] = 0, 0, False
         self.start_games()
@@ -642,7 +790,8 @@ class SelfPlay:
 
     def load_state_dict(self, state: dict):
         for name in self.ARRAYS:
-            setattr(self, name, state[name].numpy().copy())
+            if name in state:  # (root_q: not in checkpoints from before --value-mix, whose runs did not use it)
+                setattr(self, name, state[name].numpy().copy())
         splits = np.cumsum(state["window"]["lengths"].numpy())[:-1]
         columns = [np.split(state["window"][key].numpy(), splits) for key in ("boards", "pis", "zs")]
         self.window = deque(zip(*columns) if len(state["window"]["lengths"]) else [], maxlen=self.window.maxlen)
@@ -662,7 +811,7 @@ def train(args: Args) -> dict:
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     rng, evaluate_leaves = np.random.default_rng(run.seed), net_evaluator(net, game)
     noise = (args.dirichlet_alpha, args.dirichlet_epsilon) if args.dirichlet_epsilon > 0 else None
-    selfplay = SelfPlay(game, args.num_envs, args.replay_window, share)
+    selfplay = SelfPlay(game, args.num_envs, args.replay_window, share, args.value_mix)
     saved = run.restore(per_rank={"self_play": selfplay, "generator": rng}, net=net, optimizer=optimizer)
     new_positions, next_update = saved.get("new_positions", 0), saved.get("next_update", args.num_envs)
     evaluate_now = lambda: evaluate_opponents(net, game, args)
@@ -672,16 +821,18 @@ def train(args: Args) -> dict:
             start = time.perf_counter()
             net.eval()
             live = np.flatnonzero(selfplay.playing)  # search: from the position of every game in progress
-            tree = search(game, selfplay.boards[live], evaluate_leaves, args.simulations, args.c_puct, noise, rng,
-                          args.solver)
-            moves, pi = choose_moves(root_visits(tree), selfplay.moves_played[live] < args.temperature_moves, rng)
-            finished, positions = selfplay.play(live, moves, pi)  # play and store; finished games go to the window
-            finished, positions, ready = run.moved(start, finished, positions, len(live) * args.simulations,
+            explore = selfplay.moves_played[live] < args.temperature_moves
+            moves, pi, q, searched = self_play_moves(game, selfplay.boards[live], evaluate_leaves, args, explore, rng,
+                                                     noise)
+            finished, positions = selfplay.play(live, moves, pi, q)  # play and store; finished games to the window
+            finished, positions, ready = run.moved(start, finished, positions, searched,
                                                    len(selfplay.window) > 0)  # torchrun: the counts of all ranks
             games, new_positions = run.games, new_positions + positions
             if (games >= next_update or games == args.total_games) and ready:  # update: an iteration every
                 next_update += args.num_envs * world  # num_envs finished games (of each rank)
                 steps = max(1, round(args.replay_ratio * new_positions / (args.batch_size * world)))
+                if args.lr_schedule == "cosine":  # [lr] from --lr at the first game to 0 at the last
+                    optimizer.param_groups[0]["lr"] = args.lr * (1 + math.cos(math.pi * games / args.total_games)) / 2
                 policy_loss, value_loss = update(net, optimizer, selfplay.window, steps, game, args, rng, world)
                 new_positions = 0
                 run.log(games, {"losses/policy_loss": policy_loss, "losses/value_loss": value_loss} | selfplay.charts())

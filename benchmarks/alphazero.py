@@ -333,6 +333,48 @@ def ablation(cpu_minutes=6):
                        "rows": rows}, f, indent=1)
 
 
+LEVERS = {  # issue 25's levers, one at a time from the defaults (the chapter's PUCT search)
+    "puct": {},
+    "gumbel": {"search": "gumbel"},
+    "playout_cap": {"playout_cap": 0.25},
+    "value_mix": {"value_mix": 0.5},
+    "lr_cosine": {"lr_schedule": "cosine", "total_games": 11_264},  # the defaults' games in the hour (seed 1)
+}
+
+
+def lever(name: str, seed: int, cpu_minutes=60, judge_10k=True):
+    """One lever, one seed: a Connect Four run of `cpu_minutes` training CPU-minutes (snapshots every 1,024 games,
+    the last within the budget judged), then that network against the standard judge at 1,000 and 10,000
+    simulations. Resumable: a finished training run leaves runs/bench_lever_<name>_<seed>/snapshots.json, a judged
+    row lands in alphazero_levers.json at once, and both are skipped next time."""
+    out = os.path.join(OUT, "alphazero_levers.json")
+    rows = json.load(open(out))["rows"] if os.path.exists(out) else []
+    if any(r["lever"] == name and r["seed"] == seed for r in rows):
+        return
+    run_name, overrides = f"lever_{name}_{seed}", dict(LEVERS[name], seed=seed)
+    done = os.path.join("runs", f"bench_{run_name}", "snapshots.json")
+    if (name, seed) == ("puct", 1):  # the defaults at seed 1 are --part hour's run: its network, its snapshots
+        hour_run = json.load(open(os.path.join(OUT, "alphazero_hour.json")))
+        games, train_cpu = hour_run["final"]["games"], hour_run["final"]["train_cpu_min"] * 60
+        snapshots = [[games, train_cpu, os.path.join(os.path.dirname(OUT), "..", "tests", "data", "connect4_net.pt")]]
+        os.makedirs(os.path.dirname(done), exist_ok=True)
+        json.dump(snapshots, open(done, "w"))
+    if not os.path.exists(done):
+        snapshots = budget_run(run_name, cpu_minutes, 1_024, **overrides)
+        json.dump(snapshots, open(done, "w"))
+    snapshots = json.load(open(done))
+    games, train_cpu, path = [s for s in snapshots if s[1] <= cpu_minutes * 60][-1]
+    with concurrent.futures.ProcessPoolExecutor(2) as pool:
+        judged = list(pool.map(standard_judge, [path, path][: 1 + judge_10k], [1000, 10_000][: 1 + judge_10k]))
+    row = {"lever": name, "seed": seed, "overrides": overrides, "games": games, "train_cpu_min": train_cpu / 60,
+           "judge1000": judged[0], "judge10000": judged[1] if judge_10k else None}
+    rows = (json.load(open(out))["rows"] if os.path.exists(out) else []) + [row]
+    with open(out, "w") as f:
+        json.dump({"command": "python benchmarks/alphazero.py --part levers --lever NAME --seed S",
+                   "cpu_minutes": cpu_minutes, "rows": rows}, f, indent=1)
+    print(json.dumps(row), flush=True)
+
+
 def solver_speed(repeats=8):
     """Searched positions (simulations) per CPU-second with and without --solver, interleaved on the same 64 roots
     per game and the same untrained network; --no-solver is the search before the solver, tree for tree."""
@@ -387,16 +429,21 @@ def solver():
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("speed", "tictactoe", "connect4", "strength", "connect4-long", "solver",
-                                           "hour", "hour-32", "ablation", "judge", "all"),
+                                           "hour", "hour-32", "ablation", "judge", "levers", "all"),
                         default="all")
-    part = parser.parse_args().part
+    parser.add_argument("--lever", choices=tuple(LEVERS), help="with --part levers: the lever (default: all)")
+    parser.add_argument("--seed", type=int, action="append", help="with --part levers: a seed (default: 1 and 2)")
+    parsed = parser.parse_args()
+    part = parsed.part
     torch.set_num_threads(1)
     os.makedirs(OUT, exist_ok=True)
     parts = (("speed", speed), ("tictactoe", tictactoe), ("connect4", connect4), ("strength", strength),
              ("connect4-long", lambda: connect4(30_000, "alphazero_connect4_long")), ("solver", solver), ("hour", hour),
              ("hour-32", lambda: hour(name="hour_32", simulations=32)),
-             ("ablation", ablation), ("judge", judge_standard))
+             ("ablation", ablation), ("judge", judge_standard),
+             ("levers", lambda: [lever(name, seed) for name in ([parsed.lever] if parsed.lever else LEVERS)
+                                 for seed in parsed.seed or (1, 2)]))
     for name, run in parts:
         if part == name or (part == "all" and name not in ("strength", "connect4-long", "solver", "hour", "hour-32",
-                                                                  "ablation", "judge")):  # connect4 ends
+                                                                  "ablation", "judge", "levers")):  # connect4 ends
             run()

@@ -5,6 +5,7 @@ catch every one (the tests are those a developer would run for that piece; -k ke
 """
 
 WIRING = "tests/test_alphazero.py -k wiring"
+L = "tests/test_alphazero_levers.py"
 D = "tests/test_alphazero_distributed.py::test_"  # torchrun: 2 ranks
 RANKS = D + "ranks_average_their_gradients_split_the_budget_and_end_with_the_same_weights"
 NOISE = """    if noise is not None:
@@ -158,4 +159,42 @@ MUTANTS = [
      "except RuntimeError as e:  # a full disk", "tests/test_alphazero.py -k checkpoint_that_cannot"),
     ("a checkpoint written in place, not through a temporary file", 'torch.save(checkpoint, self.path + ".tmp")',
      "torch.save(checkpoint, self.path)", "tests/test_alphazero.py -k checkpoint_that_cannot"),
+    # issue 25's levers: tests/test_alphazero_levers.py
+    ("halving stops at one move instead of two", "left = max(2, left // 2)", "left = max(1, left // 2)", L),
+    ("halving gives every phase the first phase's rounds", "simulations // (phases * left)",
+     "simulations // (phases * m)", L),
+    ("sigma scaled by the total visits, not the largest", "(C_VISIT + N.max(-1, keepdims=True))",
+     "(C_VISIT + N.sum(-1, keepdims=True))", L),
+    ("sigma on Q in [-1, 1], not mapped to [0, 1]", "C_SCALE * (q + 1) / 2", "C_SCALE * q", L),
+    ("v_mix without the network's v", "v_mix = (tree.V[g, n] + total", "v_mix = (0 * tree.V[g, n] + total", L),
+    ("unvisited moves completed with 0, not v_mix", "np.where(visited, Q, v_mix[:, None])",
+     "np.where(visited, Q, 0)", L),
+    ("completed Q ignores proven results", "return np.where(~np.isnan(result), result,",
+     "return np.where(False, result,", L),
+    ("the improved policy without the prior", "logits = np.log(np.maximum(tree.P[g, n], 1e-30)) + sigma(",
+     "logits = 0 * np.log(np.maximum(tree.P[g, n], 1e-30)) + sigma(", L),
+    ("below the root, visits lagging pi' avoided", "improved_policy(tree, g, n, ok) - N / (1 + N.sum(",
+     "improved_policy(tree, g, n, ok) + N / (1 + N.sum(", L),
+    ("PUCT below a Gumbel root", "        elif tree.gumbel:", "        elif False:", L),
+    ("Gumbel noise on every move", "if explore.any() else 0  # [gumbel]",
+     "if False else (rng.gumbel(size=legal.shape) if rng is not None else 0)", L),
+    ("the move played: the best by score of all moves, not of the last left in",
+     "moves = np.where(ok & (N == N.max(1, keepdims=True)), score(), -np.inf)",
+     "moves = np.where(ok, score(), -np.inf)", L),
+    ("the Gumbel root ignores proven results", "        ok = allowed(legal, tree.result[:, 0])  # [solve] as in PUCT",
+     "        ok = legal  #", L),
+    ("the Gumbel target: visit counts, not pi'", "return tree, moves, improved_policy(tree, trees, root, ok)",
+     "return tree, moves, root_visits(tree) / root_visits(tree).sum(1, keepdims=True)", L),
+    ("cheap searches trained on", "    pi[~full] = 0\n", "", L),
+    ("cheap searches with root noise", "(~full, args.cheap_simulations, None)",
+     "(~full, args.cheap_simulations, noise)", L),
+    ("cheap searches at full simulations", "(~full, args.cheap_simulations, None)",
+     "(~full, args.simulations, None)", L),
+    ("replay steps count the cheap positions", "positions += int(trained.sum())", "positions += length", L),
+    ("q mixed in at the wrong moves", "self.value_mix * self.root_q[g, :length]",
+     "self.value_mix * self.root_q[g, :length][::-1]", L),
+    ("q from the other player's view", "return moves, pi, tree.W[:, 0].sum(1) /",
+     "return moves, pi, -tree.W[:, 0].sum(1) /", L),
+    ("the cosine schedule over one game more", "math.cos(math.pi * games / args.total_games)",
+     "math.cos(math.pi * games / (args.total_games + 1))", L),
 ]
