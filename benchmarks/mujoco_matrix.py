@@ -96,7 +96,8 @@ class Run:
 
     def start(self) -> subprocess.Popen:
         os.makedirs(self.folder, exist_ok=True)
-        state = self.state()
+        state = self.state()  # a process whose end no runner saw (killed with it, a reboot): its last CPU reading
+        state["cpu_seconds"], state["cpu_running"] = state["cpu_seconds"] + state.get("cpu_running", 0.0), 0.0
         commit = git("rev-parse", "HEAD") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no")
                                               else "")
         if commit not in state["commits"]:
@@ -114,11 +115,23 @@ class Run:
             pass
         return process
 
+    def running_cpu(self, pid: int):
+        """Save the running process's CPU seconds so far (/proc/<pid>/stat), so a runner killed with it loses
+        at most a minute of the count."""
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        except OSError:  # not Linux, or already gone
+            return
+        state = self.state()
+        state["cpu_running"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        self.save_state(state)
+
     def finish(self, cpu_seconds: float) -> bool:
         """Add this process's CPU time; if the run is complete, write its result file. True if written."""
         self.log.close()
         state = self.state()
-        state["cpu_seconds"] += cpu_seconds
+        state["cpu_seconds"], state["cpu_running"] = state["cpu_seconds"] + cpu_seconds, 0.0
         self.save_state(state)
         path = self.checkpoint()
         if path is None:
@@ -167,16 +180,24 @@ def run_matrix(cli):
 
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, on_signal)
+    next_reading = time.time() + cli.cpu_every
     while (todo and not stopping) or running:
         while todo and not stopping and len(running) < cli.jobs:
             r = todo.pop(0)
             running[r.start().pid] = r
             print(f"{'resuming' if r.resumed else 'starting'} {r.name}  (log: {r.folder}/log.txt)", flush=True)
         try:
-            pid, status, usage = os.wait4(-1, 0)
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
             break
         except InterruptedError:
+            continue
+        if pid == 0:  # all still running: every --cpu-every seconds, note their CPU time so far
+            if time.time() >= next_reading:
+                for running_pid, r in running.items():
+                    r.running_cpu(running_pid)
+                next_reading = time.time() + cli.cpu_every
+            time.sleep(0.5)
             continue
         r = running.pop(pid, None)
         if r is None:
@@ -288,6 +309,8 @@ if __name__ == "__main__":
     parser.add_argument("--runs-dir", default=os.path.expanduser("~/duet-mujoco"),
                         help="the runs' folders (default: ~/duet-mujoco, outside the checkout)")
     parser.add_argument("--results", default=RESULTS, help="where result files go (default: benchmarks/results/mujoco)")
+    parser.add_argument("--cpu-every", type=float, default=60.0,
+                        help="seconds between readings of each running run's CPU time (kept if the runner is killed)")
     parser.add_argument("--commit", action="store_true", help="git-commit each result file as its run finishes")
     parser.add_argument("--report", action="store_true", help="print the table and draw the figure; run nothing")
     cli, extra = parser.parse_known_args()

@@ -76,3 +76,35 @@ def test_report_takes_each_seed_at_a_mark_as_the_mean_of_its_last_10k_steps(tmp_
     assert (tmp_path / "mujoco.png").stat().st_size > 10_000
     iqm = [line for line in result.stdout.splitlines() if line.startswith("IQM at 300k, td3.py")]
     assert iqm == [] or iqm[0].startswith(f"IQM at 300k, td3.py, return / TD3 paper's mean: {1795 / 2410:.2f} ")
+
+
+def test_a_runner_killed_with_its_run_keeps_the_cpu_time_the_run_had_spent(tmp_path):
+    """A reboot, simulated: the runner and its run killed at once (SIGKILL, no checkpoint on the way out). The CPU
+    time the runner last read from /proc is added when the run starts again, so the result's cpu_seconds covers both
+    processes: at least the reading plus the second process's share."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    argv = command(tmp_path)[:] + ["--cpu-every", "0.5"]
+    argv[argv.index("--seeds") + 1: argv.index("--seeds") + 3] = ["1"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    state_path, reading, deadline = tmp_path / "runs" / "td3_pendulum_seed1" / "runner.json", 0.0, time.time() + 300
+    while time.time() < deadline and proc.poll() is None and reading < 1.0:
+        if state_path.exists():
+            reading = json.loads(state_path.read_text()).get("cpu_running", 0.0)
+        time.sleep(0.1)
+    assert reading >= 1.0, "no CPU reading of the running run"
+    children = subprocess.run(["pgrep", "-f", "td3.py --checkpoint-every 100"], capture_output=True, text=True)
+    proc.kill()
+    for pid in children.stdout.split():
+        os.kill(int(pid), signal.SIGKILL)
+    proc.communicate(timeout=60)
+    saved = json.loads(state_path.read_text())
+    assert saved["cpu_seconds"] == 0.0 and saved["cpu_running"] >= reading
+    proc, counted = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env), 0.0
+    while proc.poll() is None and not counted:  # the first count the resumed run's state shows: the lost process's
+        counted = json.loads(state_path.read_text())["cpu_seconds"]
+    assert counted == saved["cpu_running"]
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    data = json.loads((tmp_path / "results" / "td3_pendulum_seed1.json").read_text())
+    assert data["cpu_seconds"] > round(saved["cpu_running"], 1)
+    assert json.loads(state_path.read_text())["cpu_running"] == 0.0
