@@ -349,8 +349,8 @@ def lever(name: str, seed: int, cpu_minutes=60, judge_10k=True):
     row lands in alphazero_levers.json at once, and both are skipped next time."""
     out = os.path.join(OUT, "alphazero_levers.json")
     rows = json.load(open(out))["rows"] if os.path.exists(out) else []
-    if any(r["lever"] == name and r["seed"] == seed for r in rows):
-        return
+    if any(r["lever"] == name and r["seed"] == seed and (r["judge10000"] or not judge_10k) for r in rows):
+        return  # judged (a row without its 10,000-simulation judge, stopped early, is judged again)
     run_name, overrides = f"lever_{name}_{seed}", dict(LEVERS[name], seed=seed)
     done = os.path.join("runs", f"bench_{run_name}", "snapshots.json")
     if (name, seed) == ("puct", 1):  # the defaults at seed 1 are --part hour's run: its network, its snapshots
@@ -368,10 +368,11 @@ def lever(name: str, seed: int, cpu_minutes=60, judge_10k=True):
         judged = list(pool.map(standard_judge, [path, path][: 1 + judge_10k], [1000, 10_000][: 1 + judge_10k]))
     row = {"lever": name, "seed": seed, "overrides": overrides, "games": games, "train_cpu_min": train_cpu / 60,
            "judge1000": judged[0], "judge10000": judged[1] if judge_10k else None}
-    rows = (json.load(open(out))["rows"] if os.path.exists(out) else []) + [row]
+    saved = json.load(open(out)) if os.path.exists(out) else {}
+    rows = [r for r in saved.get("rows", []) if (r["lever"], r["seed"]) != (name, seed)] + [row]
     with open(out, "w") as f:
-        json.dump({"command": "python benchmarks/alphazero.py --part levers --lever NAME --seed S",
-                   "cpu_minutes": cpu_minutes, "rows": rows}, f, indent=1)
+        json.dump(saved | {"command": "python benchmarks/alphazero.py --part levers --lever NAME --seed S",
+                           "cpu_minutes": cpu_minutes, "rows": rows}, f, indent=1)
     print(json.dumps(row), flush=True)
 
 
