@@ -820,6 +820,11 @@ def test_help_documents_every_argument(monkeypatch, capsys):
     (["--checkpoint-every", "-1"], "--checkpoint-every must be non-negative"),
     (["--seed", "-1"], "--seed must be in [0, 2**32 - 1], got -1"),
     (["--win-length", "5"], "does not fit"),
+    (["--playout-cap", "0"], "--playout-cap must be in (0, 1], got 0.0"),
+    (["--playout-cap", "1.5"], "--playout-cap must be in (0, 1]"),
+    (["--value-mix", "-0.1"], "--value-mix must be in [0, 1]"),
+    (["--gumbel-actions", "0"], "--gumbel-actions must be positive"),
+    (["--cheap-simulations", "0"], "--cheap-simulations must be positive"),
 ])
 def test_bad_arguments_exit_with_one_line(argv, message):
     with pytest.raises(SystemExit) as stopped:
