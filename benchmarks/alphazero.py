@@ -338,7 +338,9 @@ LEVERS = {  # issue 25's levers, one at a time from the defaults (the chapter's 
     "gumbel": {"search": "gumbel"},
     "playout_cap": {"playout_cap": 0.25},
     "value_mix": {"value_mix": 0.5},
-    "lr_cosine": {"lr_schedule": "cosine", "total_games": 11_264},  # the defaults' games in the hour (seed 1)
+    # the defaults' games in the hour on 6 December (seed 2): 11,264 (seed 1, a slower day) would end the run at
+    # about 40 CPU-minutes on such a day, since --total-games also stops it
+    "lr_cosine": {"lr_schedule": "cosine", "total_games": 17_408},
 }
 
 
@@ -374,6 +376,58 @@ def lever(name: str, seed: int, cpu_minutes=60, judge_10k=True):
         json.dump(saved | {"command": "python benchmarks/alphazero.py --part levers --lever NAME --seed S",
                            "cpu_minutes": cpu_minutes, "rows": rows}, f, indent=1)
     print(json.dumps(row), flush=True)
+
+
+def lever_curves(marks=(10, 20, 30, 40, 50), games=100):
+    """alphazero_levers.png: each judged lever run's strength against training CPU-minutes. At each mark, the last
+    snapshot within it plays `games` games against the standard judge at 1,000 simulations; the hour's point is
+    the row's own 200-game judge. Resumable: judged points are kept in alphazero_levers_curves.json. PUCT seed 1
+    (--part hour's run) kept only its final network, so it has the hour's point alone."""
+    out = os.path.join(OUT, "alphazero_levers_curves.json")
+    curves = json.load(open(out))["curves"] if os.path.exists(out) else {}
+    rows = json.load(open(os.path.join(OUT, "alphazero_levers.json")))["rows"]
+    for row in rows:
+        key, done = f"{row['lever']}_{row['seed']}", os.path.join("runs", f"bench_lever_{row['lever']}_{row['seed']}")
+        snapshots = json.load(open(os.path.join(done, "snapshots.json")))
+        todo = [[s for s in snapshots if s[1] <= mark * 60][-1] for mark in marks if snapshots[0][1] <= mark * 60]
+        todo = [s for s in todo if os.path.exists(s[2]) and s[2] != snapshots[-1][2]]
+        points = {p["games"]: p for p in curves.get(key, [])}
+        missing = [s for s in todo if s[0] not in points]
+        with concurrent.futures.ProcessPoolExecutor(2) as pool:
+            judged = list(pool.map(standard_judge, [s[2] for s in missing], [1000] * len(missing),
+                                   [games] * len(missing)))
+        for (g, cpu, _), j in zip(missing, judged):
+            points[g] = {"games": g, "train_cpu_min": cpu / 60, "judge_games": games,
+                         "win_rate": j["all"]["win_rate"], "win_rate_95ci": j["all"]["win_rate_95ci"]}
+        at_hour = row["judge1000"]["all"]
+        final = {"games": row["games"], "train_cpu_min": row["train_cpu_min"], "judge_games": 200,
+                 "win_rate": at_hour["win_rate"], "win_rate_95ci": at_hour["win_rate_95ci"]}
+        curves[key] = sorted([p for g, p in points.items() if g != row["games"]], key=lambda p: p["games"]) + [final]
+        with open(out, "w") as f:
+            json.dump({"command": "python benchmarks/alphazero.py --part lever-curves", "curves": curves}, f,
+                      indent=1)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = {name: f"C{i}" for i, name in enumerate(LEVERS)}
+    for key, points in sorted(curves.items()):
+        name, seed = key.rsplit("_", 1)
+        x, y = [p["train_cpu_min"] for p in points], [p["win_rate"] for p in points]
+        lo, hi = zip(*[p["win_rate_95ci"] for p in points])
+        ax.errorbar(x, y, yerr=[np.subtract(y, lo), np.subtract(hi, y)], marker="os"[int(seed) - 1], capsize=2,
+                    color=colors[name], linestyle="-" if seed == "1" else "--", label=f"{name}, seed {seed}")
+    if "puct_1" not in curves:  # --part hour's network, judged by --part judge; its run kept no snapshots
+        hour_cpu = json.load(open(os.path.join(OUT, "alphazero_hour.json")))["final"]["train_cpu_min"]
+        judged = json.load(open(os.path.join(OUT, "alphazero_judge.json")))["rows"][0]["all"]
+        (lo, hi), y = judged["win_rate_95ci"], judged["win_rate"]
+        ax.errorbar([hour_cpu], [y], yerr=[[y - lo], [hi - y]], marker="o", capsize=2, color=colors["puct"],
+                    label="puct, seed 1 (--part hour, an earlier day)")
+    ax.axhline(0.95, color="grey", linewidth=0.8)
+    ax.set_xlabel("training CPU-minutes (one core)")
+    ax.set_ylabel("win rate against MCTS-solver-1000")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"Connect Four, the levers: {games} games a point, 200 at the hour; 95% intervals", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(os.path.join(OUT, "alphazero_levers.png"), dpi=100)
 
 
 def solver_speed(repeats=8):
@@ -430,7 +484,7 @@ def solver():
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("speed", "tictactoe", "connect4", "strength", "connect4-long", "solver",
-                                           "hour", "hour-32", "ablation", "judge", "levers", "all"),
+                                           "hour", "hour-32", "ablation", "judge", "levers", "lever-curves", "all"),
                         default="all")
     parser.add_argument("--lever", choices=tuple(LEVERS), help="with --part levers: the lever (default: all)")
     parser.add_argument("--seed", type=int, action="append", help="with --part levers: a seed (default: 1 and 2)")
@@ -443,8 +497,8 @@ if __name__ == "__main__":
              ("hour-32", lambda: hour(name="hour_32", simulations=32)),
              ("ablation", ablation), ("judge", judge_standard),
              ("levers", lambda: [lever(name, seed) for name in ([parsed.lever] if parsed.lever else LEVERS)
-                                 for seed in parsed.seed or (1, 2)]))
+                                 for seed in parsed.seed or (1, 2)]), ("lever-curves", lever_curves))
     for name, run in parts:
-        if part == name or (part == "all" and name not in ("strength", "connect4-long", "solver", "hour", "hour-32",
-                                                                  "ablation", "judge", "levers")):  # connect4 ends
+        long = ("strength", "connect4-long", "solver", "hour", "hour-32", "ablation", "judge", "levers", "lever-curves")
+        if part == name or (part == "all" and name not in long):  # connect4 ends
             run()
