@@ -607,6 +607,7 @@ real_save = a2c.Run.save
 def save_then_die(run, *args, **kwargs):  # the second checkpoint never reaches the disk
     if run.step < 1600:
         return real_save(run, *args, **kwargs)
+    run.writer.flush()  # what TensorBoard's timer (flush_secs) would have written: the events past the checkpoint
     os.kill(os.getpid(), signal.SIGKILL)
 
 a2c.Run.save = save_then_die
@@ -615,8 +616,9 @@ a2c.train(a2c.Args(total_timesteps=4000, checkpoint_every=800, log_every=1, eval
 
 
 def test_sigkill_after_a_checkpoint_then_resume_gives_one_continuous_curve():
-    """A run killed (SIGKILL) at step 1,600, its checkpoint from step 800 and its events up to 1,600 on disk (the
-    writer is flushed at each checkpoint); --resume finishes the budget, and every TensorBoard tag's steps increase
+    """A run killed (SIGKILL) at step 1,600, its checkpoint from step 800 and its events up to 1,600 on disk
+    (flushed just before the kill, as TensorBoard's timer would; left to its thread, the last ones may not land);
+    --resume finishes the budget, and every TensorBoard tag's steps increase
     strictly up to the last step (no duplicated or overlapping part)."""
     proc = subprocess.run([sys.executable, "-c", KILLED_RUN.format(repo=os.path.dirname(a2c.__file__))],
                           capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
