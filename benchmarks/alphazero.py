@@ -181,8 +181,8 @@ def budget_run(name, cpu_minutes, snapshot_every, **overrides):
     multiple it saves the network instead, with the games and training CPU so far (evaluation excluded).
     Returns those snapshots: [(games, train_cpu_s, path)]."""
     torch.set_num_threads(1)
-    args = alphazero.Args(game="connect4", cuda=False, total_games=10**6, eval_every=snapshot_every,
-                          checkpoint_every=0, exp_name=name, **overrides)
+    args = alphazero.Args(**{"game": "connect4", "cuda": False, "total_games": 10**6, "eval_every": snapshot_every,
+                             "checkpoint_every": 0, "exp_name": name} | overrides)  # a lever may set total_games
     folder, snapshots, start = os.path.join("runs", "bench_" + name), [], time.process_time()
     os.makedirs(folder, exist_ok=True)
 
