@@ -1060,14 +1060,20 @@ def test_wiring_update_takes_one_gradient_step_per_minibatch():
         assert torch.allclose(a.float(), b.float(), atol=1e-6), name
 
 
-def test_the_standard_judge_plays_wins_in_one_and_forced_blocks_and_its_interval_is_wilsons():
-    """benchmarks/alphazero.py's standard judge (issue 25): MCTS with random playouts and proven-result backup plays
-    the win in one, and the only move that does not lose at once, on positions checked by negamax; its 95% interval
-    is Wilson's, anchored by the issue's figure: 171 wins of 200 is 85.5%, 80.0-89.7."""
+def load_benchmark():
+    """benchmarks/alphazero.py as a module (benchmarks/ is not a package)."""
     import importlib.util
     spec = importlib.util.spec_from_file_location("bench_alphazero", os.path.join(REPO, "benchmarks", "alphazero.py"))
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_the_standard_judge_plays_wins_in_one_and_forced_blocks_and_its_interval_is_wilsons():
+    """benchmarks/alphazero.py's standard judge (issue 25): MCTS with random playouts and proven-result backup plays
+    the win in one, and the only move that does not lose at once, on positions checked by negamax; its 95% interval
+    is Wilson's, anchored by the issue's figure: 171 wins of 200 is 85.5%, 80.0-89.7."""
+    bench = load_benchmark()
     assert np.allclose(bench.wilson(171, 200), (0.7995, 0.8971), atol=5e-4)
     assert bench.wilson(0, 10)[0] == pytest.approx(0, abs=1e-12) and bench.wilson(10, 10)[1] == pytest.approx(1)
     game = make_env(*C4)
@@ -1075,3 +1081,20 @@ def test_the_standard_judge_plays_wins_in_one_and_forced_blocks_and_its_interval
         boards, good = positions_with(C4, kind, seed=11)
         moves = bench.mcts_solver_moves(game, 50, 1.5, np.random.default_rng(0))(boards)
         assert good[np.arange(len(boards)), moves].all(), kind
+
+
+@pytest.mark.parametrize("name", ["puct", "gumbel", "playout_cap", "value_mix", "lr_cosine"])
+def test_each_lever_run_of_the_benchmark_trains_with_its_settings_and_stops_at_its_budget(name, tmp_path,
+                                                                                          monkeypatch):
+    """`--part levers`'s runs (issue 25): a lever's settings replace the benchmark's own (lr_cosine sets
+    total_games, which once crashed the run at its start), and the run stops at the first snapshot past its
+    CPU budget, here 0 minutes: one snapshot after 2 games, whose saved Args carry the lever and the seed."""
+    bench = load_benchmark()
+    monkeypatch.chdir(tmp_path)
+    overrides = {"puct": {}, "gumbel": {"search": "gumbel"}, "playout_cap": {"playout_cap": 0.25},
+                 "value_mix": {"value_mix": 0.5}, "lr_cosine": {"lr_schedule": "cosine", "total_games": 17_408}}[name]
+    assert bench.LEVERS[name] == overrides
+    snapshots = bench.budget_run(f"lever_{name}_2", 0, 2, **bench.LEVERS[name], seed=2)
+    assert [s[0] for s in snapshots] == [2]
+    saved = torch.load(snapshots[0][2], weights_only=True)["args"]
+    assert {k: saved[k] for k in overrides} == overrides and saved["seed"] == 2 and saved["game"] == "connect4"

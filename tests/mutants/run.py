@@ -7,6 +7,7 @@ Each tests/mutants/<script>.py holds MUTANTS, a list of (name, old, new, tests):
     python tests/mutants/run.py sac            # one script's mutants
     python tests/mutants/run.py                # every script's
     python tests/mutants/run.py sac -k target  # only the mutants whose name contains "target"
+    python tests/mutants/run.py benchmarks/alphazero  # a benchmark's: tests/mutants/benchmarks/alphazero.py
 
 Not part of the test suite (pytest collects test_*.py only): it takes minutes, a pytest run per mutant.
 """
@@ -21,7 +22,7 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCRIPTS = ["regulator_1d", "ac", "a2c", "a3c", "ddpg", "td3", "sac", "alphazero"]
+SCRIPTS = ["regulator_1d", "ac", "a2c", "a3c", "ddpg", "td3", "sac", "alphazero", "benchmarks/alphazero"]
 
 
 def load_mutants(script: str) -> list[tuple[str, str, str, str]]:
