@@ -549,7 +549,18 @@ def load_checkpoint(path: str, flag: str) -> dict:
         fail(f"{flag} {path}: not a duet checkpoint (no 'script' entry)")
     if checkpoint["script"] != SCRIPT:
         fail(f"{flag} {path}: a checkpoint of {checkpoint['script']}.py, not {SCRIPT}.py")
-    return checkpoint
+    return Checkpoint(checkpoint, f"{flag} {path}")
+
+
+class Checkpoint(dict):
+    """A loaded checkpoint, whose entry that is not there (another version of the script wrote it) is one line."""
+
+    def __init__(self, entries: dict, source: str):
+        super().__init__(entries)
+        self.source = source
+
+    def __missing__(self, key):
+        fail(f"{self.source}: no {key!r} entry: another version of {SCRIPT}.py wrote it; use that version")
 
 
 def load_weights(net: nn.Module, state: dict, env_id: str):

@@ -670,6 +670,15 @@ def test_bad_checkpoint_paths_give_one_line_and_no_run_folder(tmp_path):
     assert not os.path.exists("runs")
 
 
+def test_a_checkpoint_of_another_version_is_one_error_line():
+    checkpoint = torch.load(train(Args(**TINY | {"total_games": 8}))["checkpoint"], weights_only=True)
+    del checkpoint["games"]
+    torch.save(checkpoint, "old.pt")
+    result = run_script("alphazero.py", "--resume", "old.pt")
+    assert result.returncode == 1 and result.stderr.strip() == (
+        "error: --resume old.pt: no 'games' entry: another version of alphazero.py wrote it; use that version")
+
+
 def first_checkpoint(monkeypatch, **overrides) -> str:
     """A run of TINY (with overrides); its first periodic checkpoint, kept as a crash would have left it."""
     real_save = alphazero.Run.save

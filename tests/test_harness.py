@@ -108,6 +108,28 @@ def test_a_run_location_that_cannot_be_written_is_one_error_line(script):
         result.stderr
 
 
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_checkpoint_of_another_version_is_one_error_line_not_a_traceback(script):
+    """A checkpoint written before the 'finished' entry existed (sac.py and td3.py at cfe013b: the MuJoCo matrix's)."""
+    assert run_script(f"{script}.py", *TINY_CLI[script].split()).returncode == 0
+    checkpoint = torch.load(glob.glob("runs/*/checkpoint.pt")[0], weights_only=True)
+    del checkpoint["finished"]
+    torch.save(checkpoint, "old.pt")
+    result = run_script(f"{script}.py", "--resume", "old.pt")
+    assert result.returncode == 1 and result.stderr.strip() == (
+        f"error: --resume old.pt: no 'finished' entry: another version of {script}.py wrote it; use that version")
+
+
+def test_a_checkpoint_without_a_network_is_one_error_line_on_resume_and_on_evaluate():
+    checkpoint = torch.load(train(Args(**TINY))["checkpoint"], weights_only=True)
+    del checkpoint["actor"]
+    torch.save(checkpoint | {"finished": False}, "old.pt")
+    for flag in ("--resume", "--evaluate"):
+        result = run_script("sac.py", flag, "old.pt")
+        assert result.returncode == 1 and result.stderr.strip() == (
+            f"error: {flag} old.pt: no 'actor' entry: another version of sac.py wrote it; use that version")
+
+
 def test_a_resume_folder_that_cannot_be_written_is_one_error_line(monkeypatch):
     path = train(Args(**TINY | {"total_timesteps": 60, "checkpoint_every": 20}))["checkpoint"]
     monkeypatch.setattr(sac.os, "access", lambda p, mode: False)

@@ -198,4 +198,6 @@ MUTANTS = [
      "return moves, pi, -tree.W[:, 0].sum(1) /", L),
     ("the cosine schedule over one game more", "math.cos(math.pi * games / args.total_games)",
      "math.cos(math.pi * games / (args.total_games + 1))", L),
+    ("a checkpoint of another version as a KeyError", 'return Checkpoint(checkpoint, f"{flag} {path}")',
+     "return checkpoint", "tests/test_alphazero.py -k another_version"),
 ]

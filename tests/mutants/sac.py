@@ -75,6 +75,10 @@ MUTANTS += [
     ("unmakeable run folder as a traceback", "        except OSError as e:\n            fail(f\"cannot make the folder",
      "        except ZeroDivisionError as e:\n            fail(f\"cannot make the folder",
      "tests/test_harness.py::test_a_run_location_that_cannot_be_written_is_one_error_line[sac]"),
+    ("a checkpoint of another version as a KeyError", 'return Checkpoint(checkpoint, f"{flag} {path}")',
+     "return checkpoint", "tests/test_harness.py::test_a_checkpoint_of_another_version_is_one_error_line_not_a_"
+     "traceback[sac]"),
+    ("the missing entry not named", "no {key!r} entry", "no entry", f"{HARNESS} without_a_network"),
     ("the rounded budget not said", "if total != self.args.total_timesteps and not self.checkpoint:",
      "if False:", f"{HARNESS} rounded"),
 ]
