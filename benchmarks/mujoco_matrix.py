@@ -271,7 +271,7 @@ def report(cli):
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("deterministic evaluation return (mean ± std over seeds)")
     fig.tight_layout()
-    figure = os.path.join(os.path.dirname(cli.results), "mujoco.png")
+    figure = os.path.normpath(cli.results) + ".png"  # beside its folder: results/mujoco.png for results/mujoco
     fig.savefig(figure, dpi=100)
     print(f"figure: {os.path.relpath(figure, ROOT)}")
 
@@ -312,7 +312,7 @@ if __name__ == "__main__":
     parser.add_argument("--cpu-every", type=float, default=60.0,
                         help="seconds between readings of each running run's CPU time (kept if the runner is killed)")
     parser.add_argument("--commit", action="store_true", help="git-commit each result file as its run finishes")
-    parser.add_argument("--report", action="store_true", help="print the table and draw the figure; run nothing")
+    parser.add_argument("--report", action="store_true", help="print the table and draw the figure (<results>.png); run nothing")
     cli, extra = parser.parse_known_args()
     cli.extra, cli.argv = extra, sys.argv[1:]  # anything else goes to each script as it starts (e.g. --eval-every)
     if cli.jobs < 1 or cli.checkpoint_every < 1:
