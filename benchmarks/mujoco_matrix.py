@@ -312,7 +312,8 @@ if __name__ == "__main__":
     parser.add_argument("--cpu-every", type=float, default=60.0,
                         help="seconds between readings of each running run's CPU time (kept if the runner is killed)")
     parser.add_argument("--commit", action="store_true", help="git-commit each result file as its run finishes")
-    parser.add_argument("--report", action="store_true", help="print the table and draw the figure (<results>.png); run nothing")
+    parser.add_argument("--report", action="store_true",
+                        help="print the table and draw the figure (<results>.png); run nothing")
     cli, extra = parser.parse_known_args()
     cli.extra, cli.argv = extra, sys.argv[1:]  # anything else goes to each script as it starts (e.g. --eval-every)
     if cli.jobs < 1 or cli.checkpoint_every < 1:
