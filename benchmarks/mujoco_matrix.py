@@ -251,6 +251,15 @@ def report(cli):
             cells.append("{} ± {}".format(*PAPER[env][m]))
         lines.append(f"| {env} | " + " | ".join(cells) + " |")
     print("\n".join(lines))
+    print("\n| run | " + " | ".join(f"{m // 1000}k" for m in marks) + " | last | best (step) | CPU-min |")
+    print("|---|" + "---|" * (len(marks) + 3))
+    rank = {env: i for i, env in enumerate(envs)}  # the table's order of envs, then script and seed
+    for r in sorted(results, key=lambda r: (rank.get(r["env_id"], len(envs)), r["env_id"], r["script"], r["seed"])):
+        best_step, best = max(r["eval"], key=lambda point: point[1])
+        cells = [f"{v:.0f}" if (v := at(r, m)) is not None else "-" for m in marks]
+        cpu = f"{r['cpu_seconds'] / 60:.0f}" if "cpu_seconds" in r else "-"
+        print(f"| {name_of(r['script'], r['env_id'], r['seed'])} | " + " | ".join(cells) +
+              f" | {r['eval'][-1][1]:.0f} | {best:.0f} ({best_step // 1000:.0f}k) | {cpu} |")
 
     fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 4), squeeze=False)
     colors = {"td3": "tab:red", "sac": "tab:blue", "ddpg": "tab:green"}

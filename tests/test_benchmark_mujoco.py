@@ -73,6 +73,9 @@ def test_report_takes_each_seed_at_a_mark_as_the_mean_of_its_last_10k_steps(tmp_
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| Hopper-v4 |")]
     assert rows == ["| Hopper-v4 | 1595 ± 500 (n=2) | 660 ± 752 | 1795 ± 500 (n=2) | 2410 ± 900 |"]
+    runs = [line for line in result.stdout.splitlines() if line.startswith("| td3_hopper_seed")]
+    assert runs == ["| td3_hopper_seed1 | 1095 | 1295 | 1300 | 1300 (300k) | - |",  # last and best: 1000 + 300
+                    "| td3_hopper_seed2 | 2095 | 2295 | 2300 | 2300 (300k) | - |"]
     assert (tmp_path / "results.png").stat().st_size > 10_000  # named after the results folder it draws
     iqm = [line for line in result.stdout.splitlines() if line.startswith("IQM at 300k, td3.py")]
     assert iqm == [] or iqm[0].startswith(f"IQM at 300k, td3.py, return / TD3 paper's mean: {1795 / 2410:.2f} ")

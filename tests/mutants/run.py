@@ -22,7 +22,8 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCRIPTS = ["regulator_1d", "ac", "a2c", "a3c", "ddpg", "td3", "sac", "alphazero", "benchmarks/alphazero"]
+SCRIPTS = ["regulator_1d", "ac", "a2c", "a3c", "ddpg", "td3", "sac", "alphazero", "benchmarks/alphazero",
+           "benchmarks/mujoco_matrix"]
 
 
 def load_mutants(script: str) -> list[tuple[str, str, str, str]]:
