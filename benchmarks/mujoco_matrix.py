@@ -247,7 +247,8 @@ def report(cli):
             for s in scripts:
                 values = [v for r in results if r["env_id"] == env and r["script"] == s and (v := at(r, m)) is not None]
                 scores[s].setdefault(m, {})[env] = values
-                cells.append(f"{np.mean(values):.0f} ± {np.std(values):.0f} (n={len(values)})" if values else "-")
+                spread = f" ± {np.std(values):.0f}" if len(values) > 1 else ""  # no spread to show of one seed
+                cells.append(f"{np.mean(values):.0f}{spread} (n={len(values)})" if values else "-")
             cells.append("{} ± {}".format(*PAPER[env][m]))
         lines.append(f"| {env} | " + " | ".join(cells) + " |")
     print("\n".join(lines))
@@ -278,7 +279,7 @@ def report(cli):
         ax.set_title(env)
         ax.set_xlabel("environment steps")
         ax.legend(fontsize=8)
-    axes[0][0].set_ylabel("deterministic evaluation return (mean ± std over seeds)")
+    axes[0][0].set_ylabel("deterministic evaluation return\n(mean ± std over seeds)")
     fig.tight_layout()
     figure = os.path.normpath(cli.results) + ".png"  # beside its folder: results/mujoco.png for results/mujoco
     fig.savefig(figure, dpi=100)

@@ -111,3 +111,17 @@ def test_a_runner_killed_with_its_run_keeps_the_cpu_time_the_run_had_spent(tmp_p
     data = json.loads((tmp_path / "results" / "td3_pendulum_seed1.json").read_text())
     assert data["cpu_seconds"] > round(saved["cpu_running"], 1)
     assert json.loads(state_path.read_text())["cpu_running"] == 0.0
+
+
+def test_report_of_one_seed_shows_no_spread(tmp_path):
+    """A cell of one seed is its value and n=1: a ± 0 would read as a measured spread."""
+    results = tmp_path / "results"
+    results.mkdir()
+    curve = [[step, 2000.0] for step in range(5000, 300_001, 5000)]
+    (results / "sac_walker2d_seed1.json").write_text(json.dumps(
+        {"script": "sac", "env_id": "Walker2d-v4", "seed": 1, "total_timesteps": 300_000, "eval": curve}))
+    result = subprocess.run([sys.executable, RUNNER, "--report", "--results", str(results)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| Walker2d-v4 |")]
+    assert rows == ["| Walker2d-v4 | 2000 (n=1) | 770 ± 586 | 2000 (n=1) | 3336 ± 957 |"]

@@ -9,8 +9,9 @@ RESUME = "tests/test_benchmark_mujoco.py -k interrupted_matrix"
 
 MUTANTS = [
     ("a mark's window of 5k steps, not 10k", "mark - 10_000 <= step <= mark", "mark - 5_000 <= step <= mark", REPORT),
-    ("the sample std (ddof 1), not the README's numpy default", '{np.mean(values):.0f} ± {np.std(values):.0f}',
-     '{np.mean(values):.0f} ± {np.std(values, ddof=1):.0f}', REPORT),
+    ("the sample std (ddof 1), not the README's numpy default", 'f" ± {np.std(values):.0f}"',
+     'f" ± {np.std(values, ddof=1):.0f}"', REPORT),
+    ("one seed shown with a spread of 0", "if len(values) > 1 else", "if len(values) > 0 else", REPORT),
     ("a run's best evaluation is its worst", 'best_step, best = max(r["eval"]', 'best_step, best = min(r["eval"]',
      REPORT),
     ("a run's last evaluation is its first", "{r['eval'][-1][1]:.0f} | {best:.0f}",
