@@ -151,7 +151,10 @@ class Run:
             json.dump(result, f, indent=1)
         os.replace(self.result + ".tmp", self.result)
         if self.cli.commit:
-            repo, message = os.path.dirname(self.result), f"benchmarks/results/mujoco: {self.name} ({steps:,} steps)"
+            repo = os.path.dirname(self.result)  # the message names the results folder from the repository's top
+            top = git("rev-parse", "--show-toplevel", cwd=repo)
+            folder = os.path.relpath(os.path.realpath(repo), os.path.realpath(top))
+            message = f"{folder}: {self.name} ({steps:,} steps)"
             for _ in range(30):  # another git command may hold the index for a moment: try again
                 add = subprocess.run(["git", "add", self.result], cwd=repo, capture_output=True)
                 if add.returncode == 0 and subprocess.run(["git", "commit", "-q", "-m", message, "--", self.result],

@@ -125,3 +125,24 @@ def test_report_of_one_seed_shows_no_spread(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| Walker2d-v4 |")]
     assert rows == ["| Walker2d-v4 | 2000 (n=1) | 770 ± 586 | 2000 (n=1) | 3336 ± 957 |"]
+
+
+def test_commit_names_the_results_folder_it_wrote_to(tmp_path):
+    """With --commit each result file is committed as its run ends, in a message naming its own results folder
+    (a second matrix, e.g. with the paper's settings, writes to another folder than benchmarks/results/mujoco)."""
+    repo = tmp_path / "repo"
+    for args in (["init", "-q", str(repo)], ["-C", str(repo), "config", "user.email", "t@t"],
+                 ["-C", str(repo), "config", "user.name", "t"], ["-C", str(repo), "commit", "-q", "--allow-empty",
+                                                                 "-m", "start"]):
+        subprocess.run(["git", *args], check=True, capture_output=True)
+    cli = command(tmp_path)
+    cli[cli.index("--seeds") + 1:cli.index("--total-timesteps")] = ["1"]
+    cli[cli.index("--total-timesteps") + 1] = "200"
+    cli[cli.index("--results") + 1] = str(repo / "benchmarks" / "results" / "mujoco_paper_settings")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([*cli, "--commit"], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = subprocess.run(["git", "-C", str(repo), "log", "-1", "--format=%s", "--name-only"], capture_output=True,
+                         text=True).stdout.split()
+    assert " ".join(log) == "benchmarks/results/mujoco_paper_settings: td3_pendulum_seed1 (200 steps) " \
+                            "benchmarks/results/mujoco_paper_settings/td3_pendulum_seed1.json"

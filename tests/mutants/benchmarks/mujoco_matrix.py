@@ -6,6 +6,7 @@ tests/test_benchmark_mujoco.py must catch every one.
 
 REPORT = "tests/test_benchmark_mujoco.py -k report"
 RESUME = "tests/test_benchmark_mujoco.py -k interrupted_matrix"
+COMMIT = "tests/test_benchmark_mujoco.py -k commit"
 
 MUTANTS = [
     ("a mark's window of 5k steps, not 10k", "mark - 10_000 <= step <= mark", "mark - 5_000 <= step <= mark", REPORT),
@@ -22,4 +23,8 @@ MUTANTS = [
      RESUME),
     ("an unfinished run starts over instead of resuming", "        if self.checkpoint():\n            return base +",
      "        if False:\n            return base +", RESUME),
+    ("every commit message names benchmarks/results/mujoco", 'message = f"{folder}: {self.name}',
+     'message = f"benchmarks/results/mujoco: {self.name}', COMMIT),
+    ("the result file is written but not committed", 'add = subprocess.run(["git", "add", self.result]',
+     'add = subprocess.run(["git", "status"]', COMMIT),
 ]
