@@ -12,8 +12,8 @@ from a3c import Args, train
 def test_two_workers_learn_cartpole_within_the_default_budget(seed):
     """The issue's bar: the final deterministic evaluation >= 475 with 2 workers, for seeds 1-3, in a budget that
     counts every worker's steps; no worker outlives the run. A run that collapses (about 1 in 30, above; seed 2 did
-    in CI on 7 December) gets one more try as seed + 100, so a sound A3C fails here about 1 CI in 300 (3 seeds x 1/900), not 1 in 10;
-    a broken one fails both tries."""
+    in CI on 7 December) gets one more try as seed + 100, so a sound A3C fails here about 1 CI in 300 (3 seeds x
+    1/900), not 1 in 10; a broken one fails both tries."""
     returns = []
     for attempt in (seed, seed + 100):
         metrics = train(Args(seed=attempt, num_workers=2, cuda=False, eval_every=1_000_000, checkpoint_every=0))
